@@ -1,0 +1,20 @@
+"""cnnperf: fast convolutional neural networks on the CPU, from plain NumPy arrays.
+
+>>> import numpy as np, cnnperf
+>>> x = np.ones((1, 3, 8, 8), np.float32); w = np.ones((4, 3, 3, 3), np.float32)
+>>> cnnperf.ops.conv2d(x, w, padding=1).shape
+(1, 4, 8, 8)
+"""
+
+from __future__ import annotations
+
+import os as _os
+
+from . import ops, reference
+from ._version import __version__
+from .config import get_num_threads, set_num_threads
+
+__all__ = ["__version__", "ops", "reference", "get_num_threads", "set_num_threads"]
+
+if _os.environ.get("CNNPERF_NUM_THREADS"):
+    set_num_threads(get_num_threads())

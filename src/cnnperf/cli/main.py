@@ -1,0 +1,48 @@
+"""The ``cnnperf`` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .._version import __version__
+
+__all__ = ["main", "build_parser"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cnnperf",
+        description="Fast convolutional neural networks on the CPU, from plain NumPy arrays.",
+    )
+    parser.add_argument("--version", action="version", version=f"cnnperf {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    demo = sub.add_parser(
+        "demo",
+        help="time a ResNet layer with every algorithm, the naive loop and PyTorch",
+        description="Run a standard ResNet-18 3x3 layer (64->64 channels, 56x56) with every "
+        "convolution algorithm, PyTorch when installed, and the float64 reference loop; print "
+        "time, GFLOP/s and the speedup over the naive loop.",
+    )
+    demo.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
+    demo.add_argument("--rounds", type=int, default=7, help="timed rounds per engine (default 7)")
+    demo.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    if args.command == "demo":
+        from .demo import run_demo
+
+        return run_demo(batch=args.batch, rounds=args.rounds, threads=args.threads)
+    parser.error(f"unknown command {args.command!r}")  # pragma: no cover - argparse rejects first
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

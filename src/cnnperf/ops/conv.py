@@ -1,0 +1,447 @@
+"""2-D convolution and transposed convolution, forward and backward, with PyTorch's semantics.
+
+The forward pass dispatches to one of several algorithms (see :mod:`cnnperf.ops.conv_algos`);
+the backward pass reuses the lowering: grad_x is col2im of ``weight^T @ grad_out`` (a
+transposed convolution) and grad_weight is ``grad_out @ cols^T`` (a GEMM).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import config
+from ..shapes import ConvParams, normalize_padding
+from ._validate import (
+    as_batched_4d,
+    as_float_array,
+    check_same_dtype,
+    nonnegative_pair,
+    positive_pair,
+)
+from .conv_algos import CONV_ALGOS, ConvAlgorithm, gemm_into
+
+__all__ = [
+    "conv2d",
+    "conv2d_backward",
+    "conv_transpose2d",
+    "conv_transpose2d_backward",
+    "select_conv_algo",
+    "conv_params",
+    "CONV_ALGOS",
+]
+
+
+def _check_groups(groups, op: str) -> int:
+    if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
+        raise ValueError(f"{op}: groups must be a positive int, got {groups!r}")
+    return int(groups)
+
+
+def _check_bias(bias, channels: int, dtype, op: str) -> np.ndarray | None:
+    if bias is None:
+        return None
+    bias = as_float_array(bias, "bias", op)
+    if bias.shape != (channels,):
+        raise ValueError(
+            f"{op}: bias must have shape ({channels},) (one value per output channel), "
+            f"got shape {tuple(bias.shape)}"
+        )
+    check_same_dtype(op, input=np.empty(0, dtype), bias=bias)
+    return bias
+
+
+def conv_params(
+    x_shape, w_shape, stride=1, padding=0, dilation=1, groups=1, op: str = "conv2d"
+) -> ConvParams:
+    """Check conv2d arguments against the shapes and return the normalised :class:`ConvParams`.
+
+    Args:
+        x_shape: (n, c_in, h, w).
+        w_shape: (c_out, c_in/groups, kh, kw).
+    """
+    groups = _check_groups(groups, op)
+    sh, sw = positive_pair(stride, "stride", op)
+    dh, dw = positive_pair(dilation, "dilation", op)
+    if len(w_shape) != 4:
+        raise ValueError(
+            f"{op}: weight must be 4-D (c_out, c_in/groups, kh, kw), got shape {tuple(w_shape)}"
+        )
+    n, c_in, h, w = x_shape
+    c_out, cg, kh, kw = w_shape
+    if min(c_out, cg, kh, kw) < 1:
+        raise ValueError(f"{op}: weight of shape {tuple(w_shape)} has a zero-size dimension")
+    if c_in % groups != 0:
+        raise ValueError(
+            f"{op}: groups={groups} must divide the input channels, "
+            f"but input of shape {tuple(x_shape)} has {c_in} channels"
+        )
+    if c_out % groups != 0:
+        raise ValueError(
+            f"{op}: groups={groups} must divide the output channels, "
+            f"but weight of shape {tuple(w_shape)} has {c_out} output channels"
+        )
+    if cg * groups != c_in:
+        raise ValueError(
+            f"{op}: Given groups={groups}, weight of shape {tuple(w_shape)}, expected input "
+            f"{tuple(x_shape)} to have {cg * groups} channels, but got {c_in} channels instead"
+        )
+    try:
+        pt, pb, pl, pr = normalize_padding(padding, (kh, kw), (dh, dw), (sh, sw))
+    except ValueError as e:
+        raise ValueError(f"{op}: {e}") from None
+    if h < 1 or w < 1:
+        raise ValueError(f"{op}: input of shape {tuple(x_shape)} has an empty spatial dimension")
+    ekh, ekw = dh * (kh - 1) + 1, dw * (kw - 1) + 1
+    if h + pt + pb < ekh or w + pl + pr < ekw:
+        raise ValueError(
+            f"{op}: kernel size (dilated) ({ekh}, {ekw}) is larger than the padded input size "
+            f"({h + pt + pb}, {w + pl + pr}) (input {tuple(x_shape)}, weight {tuple(w_shape)}, "
+            f"padding {(pt, pb, pl, pr)}, dilation {(dh, dw)})"
+        )
+    return ConvParams(n, c_in, h, w, c_out, kh, kw, sh, sw, pt, pb, pl, pr, dh, dw, groups)
+
+
+def select_conv_algo(p: ConvParams, algo: str = "auto") -> ConvAlgorithm:
+    """Pick the algorithm for ``p``: explicit ``algo``, then ``CNNPERF_ALGO``, then a heuristic.
+
+    An explicitly requested algorithm that does not cover ``p`` raises NotImplementedError
+    saying why; ``"auto"`` only ever picks an algorithm that covers ``p``.
+    """
+    if algo == "auto":
+        forced = config.forced_algo()
+        if forced is not None and forced != "auto":
+            algo = forced
+            source = "CNNPERF_ALGO"
+        else:
+            return _heuristic(p)
+    else:
+        source = "algo"
+    if algo not in CONV_ALGOS:
+        raise ValueError(
+            f"conv2d: unknown {source}={algo!r}; choose 'auto' or one of {sorted(CONV_ALGOS)}"
+        )
+    chosen = CONV_ALGOS[algo]
+    reason = chosen.why_not(p)
+    if reason is not None:
+        raise NotImplementedError(f"conv2d: algorithm {algo!r} does not support {p}: {reason}")
+    return chosen
+
+
+def _heuristic(p: ConvParams) -> ConvAlgorithm:
+    # Depthwise layers: each group's GEMM is (multiplier x kh*kw) @ (kh*kw x oh*ow), far too thin
+    # for BLAS; the direct loop wins (measured by `cnnperf demo`-style timing on MobileNetV2's
+    # 3x3 depthwise layers at batch 1: direct 5-20x faster than im2col on 2 cores).
+    if p.is_depthwise:
+        return CONV_ALGOS["direct"]
+    return CONV_ALGOS["im2col"]
+
+
+def _pad_input(x: np.ndarray, p: ConvParams) -> np.ndarray:
+    """Zero-pad (n, c, h, w) to (n, c, h+pt+pb, w+pl+pr), contiguous (x itself if unpadded)."""
+    if not p.padded:
+        return np.ascontiguousarray(x)
+    xp = np.zeros((p.n, p.c_in, p.h + p.pt + p.pb, p.w + p.pl + p.pr), dtype=x.dtype)
+    xp[:, :, p.pt : p.pt + p.h, p.pl : p.pl + p.w] = x
+    return xp
+
+
+def _prepare_conv_inputs(op, x, weight, bias):
+    x = as_float_array(x, "input", op)
+    weight = as_float_array(weight, "weight", op)
+    x4, unbatched = as_batched_4d(x, "input", op)
+    check_same_dtype(op, input=x4, weight=weight)
+    return x4, unbatched, weight
+
+
+def conv2d(
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None = None,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups: int = 1,
+    *,
+    algo: str = "auto",
+) -> np.ndarray:
+    """2-D cross-correlation, exactly ``torch.nn.functional.conv2d``.
+
+    Args:
+        x: input (n, c_in, h, w), or unbatched (c_in, h, w).
+        weight: (c_out, c_in/groups, kh, kw).
+        bias: (c_out,) or None.
+        stride, dilation: int or (h, w) pair, positive.
+        padding: int, (ph, pw), ((top, bottom), (left, right)), "valid" or "same" (stride 1).
+        groups: split channels into this many independent convolutions (c_in for depthwise).
+        algo: "auto", "direct" or "im2col".
+
+    Shape:
+        output (n, c_out, oh, ow) with ``oh = floor((h + top + bottom - dh*(kh-1) - 1)/sh) + 1``
+        (likewise ow).
+
+    Example:
+        >>> x = np.ones((1, 3, 5, 5), np.float32); w = np.ones((2, 3, 3, 3), np.float32)
+        >>> conv2d(x, w, padding=1)[0, 0, 2, 2]
+        27.0
+    """
+    op = "conv2d"
+    x4, unbatched, weight = _prepare_conv_inputs(op, x, weight, bias)
+    p = conv_params(x4.shape, weight.shape, stride, padding, dilation, groups, op)
+    bias = _check_bias(bias, p.c_out, x4.dtype, op)
+    chosen = select_conv_algo(p, algo)
+    out = np.empty(p.output_shape, dtype=x4.dtype)
+    if p.n > 0:
+        chosen.run(_pad_input(x4, p), chosen.prepare_weight(weight, p), bias, p, out)
+    return out[0] if unbatched else out
+
+
+def _grad_input_padded(gy: np.ndarray, weight: np.ndarray, p: ConvParams, hp: int, wp: int):
+    """col2im of ``weight^T @ gy`` per image: gradient w.r.t. the padded input (n, c_in, hp, wp).
+
+    ``gy`` is (n, c_out, oh, ow); only positions covered by some window receive gradient.
+    """
+    from ..kernels import sync_threads
+    from ..kernels.im2col import col2im
+
+    sync_threads()
+    n, c_out, oh, ow = gy.shape
+    g = p.g
+    cg = weight.shape[1]
+    k = cg * p.kh * p.kw
+    wt = np.ascontiguousarray(weight.reshape(g, c_out // g, k).transpose(0, 2, 1)).reshape(
+        g * k, c_out // g
+    )  # (g*cg*kh*kw, c_out/g)
+    dxp = np.zeros((n, p.c_in, hp, wp), dtype=gy.dtype)
+    dcols = np.empty((p.c_in * p.kh * p.kw, oh * ow), dtype=gy.dtype)
+    for b in range(n):
+        gemm_into(wt, gy[b].reshape(c_out, oh * ow), g, dcols)
+        col2im(dcols, p.kh, p.kw, p.sh, p.sw, p.dh, p.dw, oh, ow, dxp[b])
+    return dxp
+
+
+def _grad_weight(xp: np.ndarray, gy: np.ndarray, p: ConvParams) -> np.ndarray:
+    """``sum_b gy[b] @ cols(xp[b])^T`` per group: (c_out, c_in/g, kh, kw)."""
+    from ..kernels import sync_threads
+    from ..kernels.im2col import im2col
+
+    sync_threads()
+    n, c_out, oh, ow = gy.shape
+    g = p.g
+    cg = p.c_in // g
+    k = cg * p.kh * p.kw
+    gw = np.zeros((g, c_out // g, k), dtype=gy.dtype)
+    step = np.empty_like(gw)
+    cols = np.empty((p.c_in * p.kh * p.kw, oh * ow), dtype=xp.dtype)
+    for b in range(n):
+        im2col(xp[b], p.kh, p.kw, p.sh, p.sw, p.dh, p.dw, oh, ow, cols)
+        colsT = cols.reshape(g, k, oh * ow).transpose(0, 2, 1)  # (g, oh*ow, k)
+        np.matmul(gy[b].reshape(g, c_out // g, oh * ow), colsT, out=step)
+        gw += step
+    return gw.reshape(c_out, cg, p.kh, p.kw)
+
+
+def _check_grad_out(grad_out, expected_shape, dtype, op: str) -> np.ndarray:
+    grad_out = as_float_array(grad_out, "grad_out", op)
+    if grad_out.shape != tuple(expected_shape):
+        raise ValueError(
+            f"{op}: grad_out has shape {tuple(grad_out.shape)}, but the forward output has "
+            f"shape {tuple(expected_shape)}"
+        )
+    check_same_dtype(op, input=np.empty(0, dtype), grad_out=grad_out)
+    return np.ascontiguousarray(grad_out)
+
+
+def conv2d_backward(
+    grad_out: np.ndarray,
+    x: np.ndarray,
+    weight: np.ndarray,
+    *,
+    bias: bool = True,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups: int = 1,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Gradients of :func:`conv2d` with respect to input, weight and bias.
+
+    Args:
+        grad_out: gradient of the loss w.r.t. the output, (n, c_out, oh, ow) (3-D if x is).
+        x, weight, stride, padding, dilation, groups: as given to :func:`conv2d`.
+        bias: whether the forward pass had a bias (then its gradient is returned).
+
+    Returns:
+        ``(grad_x, grad_weight, grad_bias or None)`` shaped like x, weight and (c_out,).
+
+    Example:
+        >>> x = np.ones((1, 1, 3, 3), np.float32); w = np.ones((1, 1, 2, 2), np.float32)
+        >>> gx, gw, gb = conv2d_backward(np.ones((1, 1, 2, 2), np.float32), x, w)
+        >>> gb
+        array([4.], dtype=float32)
+    """
+    op = "conv2d_backward"
+    x4, unbatched, weight = _prepare_conv_inputs(op, x, weight, None)
+    p = conv_params(x4.shape, weight.shape, stride, padding, dilation, groups, op)
+    expected = p.output_shape[1:] if unbatched else p.output_shape
+    gy = _check_grad_out(grad_out, expected, x4.dtype, op)
+    gy = gy.reshape(p.output_shape)
+    weight = np.ascontiguousarray(weight)
+    hp, wp = p.h + p.pt + p.pb, p.w + p.pl + p.pr
+    if p.n == 0:
+        gx = np.zeros(x4.shape, dtype=x4.dtype)
+        gw = np.zeros(weight.shape, dtype=x4.dtype)
+    else:
+        dxp = _grad_input_padded(gy, weight, p, hp, wp)
+        gx = dxp[:, :, p.pt : p.pt + p.h, p.pl : p.pl + p.w]
+        gx = np.ascontiguousarray(gx) if p.padded else gx
+        gw = _grad_weight(_pad_input(x4, p), gy, p)
+    gb = gy.sum(axis=(0, 2, 3), dtype=np.float64).astype(x4.dtype) if bias else None
+    return (gx[0] if unbatched else gx), gw, gb
+
+
+def _transpose_params(op, x_shape, w_shape, stride, padding, output_padding, groups, dilation):
+    """Validate conv_transpose2d arguments; return (ConvParams of the adjoint conv, (H, W))."""
+    groups = _check_groups(groups, op)
+    sh, sw = positive_pair(stride, "stride", op)
+    dh, dw = positive_pair(dilation, "dilation", op)
+    if isinstance(padding, str):
+        raise ValueError(f"{op}: padding must be an int or a pair of ints, got {padding!r}")
+    ph, pw = nonnegative_pair(padding, "padding", op)
+    oph, opw = nonnegative_pair(output_padding, "output_padding", op)
+    if len(w_shape) != 4:
+        raise ValueError(
+            f"{op}: weight must be 4-D (c_in, c_out/groups, kh, kw), got shape {tuple(w_shape)}"
+        )
+    n, c_in, h, w = x_shape
+    wc_in, cog, kh, kw = w_shape
+    if min(cog, kh, kw) < 1:
+        raise ValueError(f"{op}: weight of shape {tuple(w_shape)} has a zero-size dimension")
+    if wc_in != c_in:
+        raise ValueError(
+            f"{op}: weight of shape {tuple(w_shape)} expects {wc_in} input channels, "
+            f"but input {tuple(x_shape)} has {c_in}"
+        )
+    if c_in % groups != 0:
+        raise ValueError(
+            f"{op}: groups={groups} must divide the input channels, "
+            f"but input of shape {tuple(x_shape)} has {c_in} channels"
+        )
+    if (oph >= sh and oph >= dh) or (opw >= sw and opw >= dw):
+        raise ValueError(
+            f"{op}: output_padding {(oph, opw)} must be smaller than either stride {(sh, sw)} "
+            f"or dilation {(dh, dw)}"
+        )
+    if h < 1 or w < 1:
+        raise ValueError(f"{op}: input of shape {tuple(x_shape)} has an empty spatial dimension")
+    out_h = (h - 1) * sh - 2 * ph + dh * (kh - 1) + oph + 1
+    out_w = (w - 1) * sw - 2 * pw + dw * (kw - 1) + opw + 1
+    if out_h < 1 or out_w < 1:
+        raise ValueError(
+            f"{op}: input {tuple(x_shape)} with weight {tuple(w_shape)}, stride {(sh, sw)}, "
+            f"padding {(ph, pw)}, dilation {(dh, dw)} gives a non-positive output size "
+            f"({out_h}, {out_w})"
+        )
+    # The adjoint convolution: input (n, c_out, out_h, out_w), weight (c_in, c_out/g, kh, kw).
+    p = ConvParams(
+        n, cog * groups, out_h, out_w, c_in, kh, kw, sh, sw, ph, ph, pw, pw, dh, dw, groups
+    )
+    return p, (out_h, out_w)
+
+
+def conv_transpose2d(
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None = None,
+    stride=1,
+    padding=0,
+    output_padding=0,
+    groups: int = 1,
+    dilation=1,
+) -> np.ndarray:
+    """2-D transposed convolution, exactly ``torch.nn.functional.conv_transpose2d``.
+
+    Computed as the input-gradient of the matching convolution (im2col's adjoint, col2im).
+
+    Args:
+        x: input (n, c_in, h, w), or unbatched (c_in, h, w).
+        weight: (c_in, c_out/groups, kh, kw).
+        bias: (c_out,) or None.
+        stride, padding, output_padding, dilation: int or (h, w) pair; padding is symmetric;
+            output_padding must be smaller than the stride or the dilation.
+
+    Shape:
+        output (n, c_out, H, W), ``H = (h-1)*sh - 2*ph + dh*(kh-1) + output_padding_h + 1``.
+
+    Example:
+        >>> x = np.ones((1, 1, 2, 2), np.float32); w = np.ones((1, 1, 2, 2), np.float32)
+        >>> conv_transpose2d(x, w, stride=2).shape
+        (1, 1, 4, 4)
+    """
+    op = "conv_transpose2d"
+    x4, unbatched, weight = _prepare_conv_inputs(op, x, weight, bias)
+    p, (out_h, out_w) = _transpose_params(
+        op, x4.shape, weight.shape, stride, padding, output_padding, groups, dilation
+    )
+    bias = _check_bias(bias, p.c_in, x4.dtype, op)
+    hp, wp = out_h + 2 * p.pt, out_w + 2 * p.pl
+    if p.n == 0:
+        y = np.zeros((0, p.c_in, out_h, out_w), dtype=x4.dtype)
+    else:
+        dxp = _grad_input_padded(np.ascontiguousarray(x4), np.ascontiguousarray(weight), p, hp, wp)
+        y = np.ascontiguousarray(dxp[:, :, p.pt : p.pt + out_h, p.pl : p.pl + out_w])
+    if bias is not None:
+        y += bias.reshape(1, -1, 1, 1)
+    return y[0] if unbatched else y
+
+
+def conv_transpose2d_backward(
+    grad_out: np.ndarray,
+    x: np.ndarray,
+    weight: np.ndarray,
+    *,
+    bias: bool = True,
+    stride=1,
+    padding=0,
+    output_padding=0,
+    groups: int = 1,
+    dilation=1,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Gradients of :func:`conv_transpose2d` w.r.t. input, weight and bias.
+
+    grad_x is the forward convolution of grad_out with the same weight; grad_weight is the
+    convolution weight-gradient with the roles of input and output exchanged.
+
+    Returns:
+        ``(grad_x, grad_weight, grad_bias or None)`` shaped like x, weight and (c_out,).
+
+    Example:
+        >>> x = np.ones((1, 1, 2, 2), np.float32); w = np.ones((1, 1, 2, 2), np.float32)
+        >>> gy = np.ones((1, 1, 4, 4), np.float32)
+        >>> gx, gw, gb = conv_transpose2d_backward(gy, x, w, stride=2)
+        >>> gx.shape, gw.shape, gb.shape
+        ((1, 1, 2, 2), (1, 1, 2, 2), (1,))
+    """
+    op = "conv_transpose2d_backward"
+    x4, unbatched, weight = _prepare_conv_inputs(op, x, weight, None)
+    p, (out_h, out_w) = _transpose_params(
+        op, x4.shape, weight.shape, stride, padding, output_padding, groups, dilation
+    )
+    out_shape = (p.n, p.c_in, out_h, out_w)
+    gy = _check_grad_out(grad_out, out_shape[1:] if unbatched else out_shape, x4.dtype, op)
+    gy = gy.reshape(out_shape)
+    weight = np.ascontiguousarray(weight)
+    h, w = x4.shape[2], x4.shape[3]
+    if p.n == 0:
+        gx = np.zeros(x4.shape, dtype=x4.dtype)
+        gw = np.zeros(weight.shape, dtype=x4.dtype)
+    else:
+        gyp = _pad_input(gy, p)  # (n, c_out, out_h + 2ph, out_w + 2pw)
+        full = np.empty((p.n, p.c_out, p.oh, p.ow), dtype=x4.dtype)
+        CONV_ALGOS["im2col"].run(gyp, weight, None, p, full)
+        # output_padding >= stride (allowed when smaller than the dilation) makes the adjoint
+        # convolution one row longer than x; the extra rows belong to no input pixel.
+        gx = np.ascontiguousarray(full[:, :, :h, :w])
+        # Weight gradient: the convolution weight-gradient with grad_out (padded) as the input
+        # and x as the output gradient: windows of size (h, w) over gyp.
+        gw = _grad_weight(gyp, np.ascontiguousarray(x4), p)
+    gb = gy.sum(axis=(0, 2, 3), dtype=np.float64).astype(x4.dtype) if bias else None
+    return (gx[0] if unbatched else gx), gw, gb

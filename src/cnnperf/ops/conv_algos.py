@@ -1,0 +1,103 @@
+"""Convolution algorithms behind one interface, and the registry ``select_conv_algo`` reads.
+
+Each algorithm answers ``why_not(p)`` (None when it covers the case), prepares its weight once
+(``prepare_weight``) and runs into a caller-allocated ``out`` from an already padded input.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..shapes import ConvParams
+
+__all__ = ["ConvAlgorithm", "DirectConv", "Im2colConv", "CONV_ALGOS"]
+
+
+class ConvAlgorithm:
+    """Interface every convolution algorithm implements."""
+
+    name = ""
+
+    def why_not(self, p: ConvParams) -> str | None:
+        """None when this algorithm covers ``p``; otherwise the reason it does not."""
+        return None
+
+    def supports(self, p: ConvParams) -> bool:
+        return self.why_not(p) is None
+
+    def prepare_weight(self, w: np.ndarray, p: ConvParams) -> np.ndarray:
+        """Transform the weight (c_out, c_in/g, kh, kw) once into this algorithm's layout."""
+        return np.ascontiguousarray(w)
+
+    def run(
+        self,
+        xp: np.ndarray,
+        w_prep: np.ndarray,
+        bias: np.ndarray | None,
+        p: ConvParams,
+        out: np.ndarray,
+    ) -> None:
+        """Write the convolution of the padded input ``xp`` into ``out`` (n, c_out, oh, ow)."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<conv algorithm {self.name!r}>"
+
+
+class DirectConv(ConvAlgorithm):
+    """A Numba direct loop: one output plane per parallel task, no workspace."""
+
+    name = "direct"
+
+    def run(self, xp, w_prep, bias, p, out):
+        from ..kernels import sync_threads
+        from ..kernels.direct import conv2d_direct
+
+        sync_threads()
+        b = np.zeros(p.c_out, dtype=out.dtype) if bias is None else np.ascontiguousarray(bias)
+        conv2d_direct(xp, w_prep, b, p.sh, p.sw, p.dh, p.dw, p.g, out)
+
+
+class Im2colConv(ConvAlgorithm):
+    """im2col lowering (Numba) + one BLAS GEMM per image and group.
+
+    1x1 stride-1 unpadded convolutions skip the lowering: the image already is the column matrix.
+    The workspace is one image's columns, (c_in*kh*kw, oh*ow).
+    """
+
+    name = "im2col"
+
+    def run(self, xp, w_prep, bias, p, out):
+        run_im2col_gemm(xp, w_prep, p, out)
+        if bias is not None:
+            out += bias.reshape(1, -1, 1, 1)
+
+
+def gemm_into(a: np.ndarray, b: np.ndarray, g: int, out: np.ndarray) -> None:
+    """``out[gi] = a[gi] @ b[gi]`` per group; a (g*M, K), b (g*K, L), out (g*M, L)."""
+    if g == 1:
+        np.matmul(a, b, out=out)
+        return
+    m = a.shape[0] // g
+    k = b.shape[0] // g
+    np.matmul(a.reshape(g, m, -1), b.reshape(g, k, -1), out=out.reshape(g, m, -1))
+
+
+def run_im2col_gemm(xp: np.ndarray, w_prep: np.ndarray, p: ConvParams, out: np.ndarray) -> None:
+    from ..kernels import sync_threads
+    from ..kernels.im2col import im2col
+
+    sync_threads()
+    oh, ow = p.oh, p.ow
+    wmat = w_prep.reshape(p.c_out, -1)  # (c_out, c_in/g*kh*kw)
+    if p.is_pointwise:
+        for b in range(p.n):
+            gemm_into(wmat, xp[b].reshape(p.c_in, oh * ow), p.g, out[b].reshape(p.c_out, oh * ow))
+        return
+    cols = np.empty((p.c_in * p.kh * p.kw, oh * ow), dtype=xp.dtype)
+    for b in range(p.n):
+        im2col(xp[b], p.kh, p.kw, p.sh, p.sw, p.dh, p.dw, oh, ow, cols)
+        gemm_into(wmat, cols, p.g, out[b].reshape(p.c_out, oh * ow))
+
+
+CONV_ALGOS: dict[str, ConvAlgorithm] = {a.name: a for a in (DirectConv(), Im2colConv())}
