@@ -122,6 +122,7 @@ def run_demo(batch: int = 1, rounds: int = 7, threads: int | None = None, out=No
     say(
         f"median of {rounds} interleaved rounds after one warm-up call each; the naive loop "
         f"(cnnperf.reference.conv2d) was timed on {computed:,} of "
-        f"{batch * c_out * p.oh * p.ow:,} outputs and scaled linearly."
+        f"{batch * c_out * p.oh * p.ow:,} outputs and scaled linearly. The first cnnperf call "
+        "also loads Numba and starts its thread pool (compiled kernels are cached on disk)."
     )
     return 0
