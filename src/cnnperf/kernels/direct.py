@@ -11,18 +11,20 @@ from __future__ import annotations
 from numba import njit, prange
 
 from . import FASTMATH
+from .epilogue import act_scalar
 
 __all__ = ["conv2d_direct"]
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH, error_model="numpy")
-def conv2d_direct(xp, w, bias, sh, sw, dh, dw, g, out):  # pragma: no cover - compiled
+def conv2d_direct(xp, w, bias, sh, sw, dh, dw, g, act, alpha, out):  # pragma: no cover - compiled
     """``out[b, oc, y, x] = bias[oc] + sum w[oc, ic, i, j] * xp[b, cin, y*sh + i*dh, x*sw + j*dw]``.
 
     Args:
         xp: padded input (n, c_in, hp, wp), contiguous.
         w: weight (c_out, c_in/g, kh, kw), contiguous.
         bias: (c_out,) (zeros when the convolution has none).
+        act, alpha: the fused activation (``kernels.epilogue`` codes), applied per plane.
         out: (n, c_out, oh, ow), written completely.
     """
     n = xp.shape[0]
@@ -47,3 +49,7 @@ def conv2d_direct(xp, w, bias, sh, sw, dh, dw, g, out):  # pragma: no cover - co
                         off = j * dw
                         for x in range(ow):
                             orow[x] += wv * row[x * sw + off]
+        if act != 0:
+            for y in range(oh):
+                for x in range(ow):
+                    o[y, x] = act_scalar(float(o[y, x]), act, alpha)

@@ -19,6 +19,7 @@ from ._validate import (
     positive_pair,
 )
 from .conv_algos import CONV_ALGOS, ConvAlgorithm, gemm_into
+from .epilogue import parse_activation
 
 __all__ = [
     "conv2d",
@@ -165,8 +166,10 @@ def conv2d(
     groups: int = 1,
     *,
     algo: str = "auto",
+    activation=None,
 ) -> np.ndarray:
-    """2-D cross-correlation, exactly ``torch.nn.functional.conv2d``.
+    """2-D cross-correlation, exactly ``torch.nn.functional.conv2d``, with an optional fused
+    activation.
 
     Args:
         x: input (n, c_in, h, w), or unbatched (c_in, h, w).
@@ -175,7 +178,11 @@ def conv2d(
         stride, dilation: int or (h, w) pair, positive.
         padding: int, (ph, pw), ((top, bottom), (left, right)), "valid" or "same" (stride 1).
         groups: split channels into this many independent convolutions (c_in for depthwise).
-        algo: "auto", "direct" or "im2col".
+        algo: "auto" or one of ``CONV_ALGOS`` ("direct", "im2col", ...).
+        activation: None, an activation name ("relu", "relu6", "leaky_relu", "sigmoid", "tanh",
+            "silu", "hardswish", "hardsigmoid", "gelu", "gelu_tanh", "elu") or ``(name, alpha)``
+            for leaky_relu's slope / elu's alpha: applied after the bias as outputs are written,
+            equal to calling the activation op on the result.
 
     Shape:
         output (n, c_out, oh, ow) with ``oh = floor((h + top + bottom - dh*(kh-1) - 1)/sh) + 1``
@@ -190,10 +197,11 @@ def conv2d(
     x4, unbatched, weight = _prepare_conv_inputs(op, x, weight, bias)
     p = conv_params(x4.shape, weight.shape, stride, padding, dilation, groups, op)
     bias = _check_bias(bias, p.c_out, x4.dtype, op)
+    epi = parse_activation(activation, op)
     chosen = select_conv_algo(p, algo)
     out = np.empty(p.output_shape, dtype=x4.dtype)
     if p.n > 0:
-        chosen.run(_pad_input(x4, p), chosen.prepare_weight(weight, p), bias, p, out)
+        chosen.run(_pad_input(x4, p), chosen.prepare_weight(weight, p), bias, p, out, epi)
     return out[0] if unbatched else out
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..shapes import ConvParams
+from .epilogue import NO_EPILOGUE, Epilogue, apply_epilogue
 
 __all__ = ["ConvAlgorithm", "DirectConv", "Im2colConv", "CONV_ALGOS"]
 
@@ -36,8 +37,13 @@ class ConvAlgorithm:
         bias: np.ndarray | None,
         p: ConvParams,
         out: np.ndarray,
+        epi: Epilogue = NO_EPILOGUE,
     ) -> None:
-        """Write the convolution of the padded input ``xp`` into ``out`` (n, c_out, oh, ow)."""
+        """Write ``epi(conv(xp) + bias)`` into ``out`` (n, c_out, oh, ow).
+
+        ``xp`` is the zero-padded input (n, c_in, h + pt + pb, w + pl + pr), contiguous;
+        ``w_prep`` is what :meth:`prepare_weight` returned; ``bias`` is (c_out,) or None.
+        """
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -49,13 +55,13 @@ class DirectConv(ConvAlgorithm):
 
     name = "direct"
 
-    def run(self, xp, w_prep, bias, p, out):
+    def run(self, xp, w_prep, bias, p, out, epi=NO_EPILOGUE):
         from ..kernels import sync_threads
         from ..kernels.direct import conv2d_direct
 
         sync_threads()
         b = np.zeros(p.c_out, dtype=out.dtype) if bias is None else np.ascontiguousarray(bias)
-        conv2d_direct(xp, w_prep, b, p.sh, p.sw, p.dh, p.dw, p.g, out)
+        conv2d_direct(xp, w_prep, b, p.sh, p.sw, p.dh, p.dw, p.g, epi.code, epi.alpha, out)
 
 
 class Im2colConv(ConvAlgorithm):
@@ -67,10 +73,8 @@ class Im2colConv(ConvAlgorithm):
 
     name = "im2col"
 
-    def run(self, xp, w_prep, bias, p, out):
-        run_im2col_gemm(xp, w_prep, p, out)
-        if bias is not None:
-            out += bias.reshape(1, -1, 1, 1)
+    def run(self, xp, w_prep, bias, p, out, epi=NO_EPILOGUE):
+        run_im2col_gemm(xp, w_prep, p, out, bias, epi)
 
 
 def gemm_into(a: np.ndarray, b: np.ndarray, g: int, out: np.ndarray) -> None:
@@ -83,7 +87,16 @@ def gemm_into(a: np.ndarray, b: np.ndarray, g: int, out: np.ndarray) -> None:
     np.matmul(a.reshape(g, m, -1), b.reshape(g, k, -1), out=out.reshape(g, m, -1))
 
 
-def run_im2col_gemm(xp: np.ndarray, w_prep: np.ndarray, p: ConvParams, out: np.ndarray) -> None:
+def run_im2col_gemm(
+    xp: np.ndarray,
+    w_prep: np.ndarray,
+    p: ConvParams,
+    out: np.ndarray,
+    bias: np.ndarray | None = None,
+    epi: Epilogue = NO_EPILOGUE,
+) -> None:
+    """im2col + GEMM per image; the bias and activation are applied to each image right after
+    its GEMM, while it is still in cache."""
     from ..kernels import sync_threads
     from ..kernels.im2col import im2col
 
@@ -93,11 +106,13 @@ def run_im2col_gemm(xp: np.ndarray, w_prep: np.ndarray, p: ConvParams, out: np.n
     if p.is_pointwise:
         for b in range(p.n):
             gemm_into(wmat, xp[b].reshape(p.c_in, oh * ow), p.g, out[b].reshape(p.c_out, oh * ow))
+            apply_epilogue(out[b : b + 1], bias, epi)
         return
     cols = np.empty((p.c_in * p.kh * p.kw, oh * ow), dtype=xp.dtype)
     for b in range(p.n):
         im2col(xp[b], p.kh, p.kw, p.sh, p.sw, p.dh, p.dw, oh, ow, cols)
         gemm_into(wmat, cols, p.g, out[b].reshape(p.c_out, oh * ow))
+        apply_epilogue(out[b : b + 1], bias, epi)
 
 
 CONV_ALGOS: dict[str, ConvAlgorithm] = {a.name: a for a in (DirectConv(), Im2colConv())}

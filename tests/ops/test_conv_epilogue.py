@@ -1,0 +1,76 @@
+"""Fused epilogues: conv2d(..., activation=...) equals the activation op applied afterwards."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import assert_rel_close, to_torch
+
+from cnnperf import ops
+from cnnperf.ops.epilogue import FUSABLE_ACTIVATIONS
+
+UNFUSED = {
+    "relu": (ops.relu, F.relu),
+    "relu6": (ops.relu6, F.relu6),
+    "leaky_relu": (lambda y: ops.leaky_relu(y, 0.01), lambda t: F.leaky_relu(t, 0.01)),
+    "sigmoid": (ops.sigmoid, torch.sigmoid),
+    "tanh": (ops.tanh, torch.tanh),
+    "silu": (ops.silu, F.silu),
+    "hardswish": (ops.hardswish, F.hardswish),
+    "hardsigmoid": (ops.hardsigmoid, F.hardsigmoid),
+    "gelu": (ops.gelu, F.gelu),
+    "gelu_tanh": (lambda y: ops.gelu(y, "tanh"), lambda t: F.gelu(t, approximate="tanh")),
+    "elu": (ops.elu, F.elu),
+}
+
+
+def test_every_fusable_activation_is_tested():
+    assert set(UNFUSED) == set(FUSABLE_ACTIVATIONS)
+
+
+@pytest.mark.parametrize("algo", sorted(ops.CONV_ALGOS))
+@pytest.mark.parametrize("name", sorted(FUSABLE_ACTIVATIONS))
+def test_fused_activation_equals_unfused(name, algo):
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((2, 4, 9, 8)) * 2).astype(np.float32)
+    w = rng.standard_normal((6, 4, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(6).astype(np.float32)
+    op_fn, torch_fn = UNFUSED[name]
+    if ops.CONV_ALGOS[algo].why_not(ops.conv_params(x.shape, w.shape, padding=1)) is not None:
+        pytest.skip(f"{algo} does not cover this case")
+    fused = ops.conv2d(x, w, b, padding=1, algo=algo, activation=name)
+    unfused = op_fn(ops.conv2d(x, w, b, padding=1, algo=algo))
+    assert_rel_close(fused, unfused, 1e-6, f"{name}/{algo} fused vs unfused")
+    expected = torch_fn(F.conv2d(to_torch(x), to_torch(w), to_torch(b), padding=1)).numpy()
+    assert_rel_close(fused, expected, 1e-4, f"{name}/{algo} vs torch")
+
+
+@pytest.mark.parametrize("algo", sorted(ops.CONV_ALGOS))
+def test_activation_parameters_and_nan(algo):
+    x = np.full((1, 1, 3, 3), -1.0, np.float32)
+    x[0, 0, 1, 1] = np.nan
+    w = np.ones((1, 1, 1, 1), np.float32)
+    y = ops.conv2d(x, w, algo=algo, activation=("leaky_relu", 0.25))
+    assert np.isnan(y[0, 0, 1, 1])
+    assert y[0, 0, 0, 0] == np.float32(-0.25)
+    y = ops.conv2d(x, w, algo=algo, activation=("elu", 2.0))
+    np.testing.assert_allclose(y[0, 0, 0, 0], 2.0 * np.expm1(-1.0), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "activation, message",
+    [
+        (
+            "swish",
+            r"activation must be None, one of \[.*'relu'.*\] or \(name, alpha\), got 'swish'",
+        ),
+        (("leaky_relu", float("nan")), r"activation parameter must be a finite number, got nan"),
+        (3, r"activation must be None"),
+    ],
+)
+def test_bad_activation(activation, message):
+    x = np.ones((1, 1, 3, 3), np.float32)
+    with pytest.raises(ValueError, match=message):
+        ops.conv2d(x, x[0:1], activation=activation)
