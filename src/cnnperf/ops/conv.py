@@ -21,6 +21,9 @@ from ._validate import (
 from .conv_algos import CONV_ALGOS, ConvAlgorithm, gemm_into
 from .epilogue import parse_activation
 
+# Algorithm modules register themselves in CONV_ALGOS on import (one line each).
+# (none yet beyond conv_algos)
+
 __all__ = [
     "conv2d",
     "conv2d_backward",

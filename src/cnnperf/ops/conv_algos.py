@@ -11,7 +11,14 @@ import numpy as np
 from ..shapes import ConvParams
 from .epilogue import NO_EPILOGUE, Epilogue, apply_epilogue
 
-__all__ = ["ConvAlgorithm", "DirectConv", "Im2colConv", "CONV_ALGOS"]
+__all__ = [
+    "ConvAlgorithm",
+    "DirectConv",
+    "Im2colConv",
+    "CONV_ALGOS",
+    "register_conv_algo",
+    "gemm_into",
+]
 
 
 class ConvAlgorithm:
@@ -115,4 +122,16 @@ def run_im2col_gemm(
         apply_epilogue(out[b : b + 1], bias, epi)
 
 
-CONV_ALGOS: dict[str, ConvAlgorithm] = {a.name: a for a in (DirectConv(), Im2colConv())}
+CONV_ALGOS: dict[str, ConvAlgorithm] = {}
+
+
+def register_conv_algo(algo: ConvAlgorithm) -> ConvAlgorithm:
+    """Add ``algo`` to ``CONV_ALGOS`` under ``algo.name`` (each name once)."""
+    if not algo.name or algo.name in CONV_ALGOS or algo.name == "auto":
+        raise ValueError(f"conv algorithm name {algo.name!r} is empty, reserved or taken")
+    CONV_ALGOS[algo.name] = algo
+    return algo
+
+
+register_conv_algo(DirectConv())
+register_conv_algo(Im2colConv())
