@@ -13,11 +13,37 @@ import numba
 
 from .. import config
 
-# Numba's OpenMP layer spin-waits after a parallel region while OpenBLAS's pthreads spin for the
-# next GEMM; on 2 cores the two pools then fight (see DESIGN.md, "Known pitfalls"). The
-# workqueue layer parks its threads. A user's explicit NUMBA_THREADING_LAYER wins.
+# Threading layer (measured on the 2-core development machine, see DESIGN.md "Known pitfalls"):
+# - workqueue: no thread spins, but a parallel region on these short kernels ran no faster on
+#   2 threads than on 1 (depthwise 3x3 144x56x56: 0.33 ms either way; im2col 1.6 ms);
+# - OpenMP with its default (spinning) wait policy: kernels 2x faster (0.15 / 0.8 ms), but an
+#   im2col + sgemm + depthwise sequence took 8.0 ms instead of 3.9: the idle OpenMP threads spin
+#   while OpenBLAS runs (the sgemm alone went from 1.5 to 5.9 ms);
+# - OpenMP with OMP_WAIT_POLICY=PASSIVE: fast kernels and 3.9 ms for the sequence.
+# So: prefer OpenMP, and make its threads wait passively unless the user chose a policy. The
+# variable is set only while Numba starts its pool (libgomp reads it once, at start-up) and then
+# restored. libgomp is one shared library per process: if PyTorch is loaded, it shares the same
+# pool and wait policy (measured effect on PyTorch's conv2d: 0-8% slower, within noise).
 if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "workqueue"
+    numba.config.THREADING_LAYER_PRIORITY = ["omp", "workqueue", "tbb"]
+
+
+def _start_thread_pool() -> None:
+    set_policy = "OMP_WAIT_POLICY" not in os.environ
+    if set_policy:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    try:
+        from numba.np.ufunc import parallel
+
+        parallel._launch_threads()
+    except Exception:  # pragma: no cover - Numba internals moved: it starts lazily instead
+        pass
+    finally:
+        if set_policy:
+            os.environ.pop("OMP_WAIT_POLICY", None)
+
+
+_start_thread_pool()
 
 # fastmath without "nnan"/"ninf": reductions may be reassociated and vectorised, but NaN and Inf
 # still propagate exactly as IEEE arithmetic says.

@@ -133,10 +133,9 @@ def select_conv_algo(p: ConvParams, algo: str = "auto") -> ConvAlgorithm:
 
 def _heuristic(p: ConvParams) -> ConvAlgorithm:
     # Depthwise layers: each group's GEMM is (multiplier x kh*kw) @ (kh*kw x oh*ow), too thin for
-    # BLAS. Measured on the 2-core development machine (median of 7 interleaved rounds): the
-    # direct loop is 1.2-1.7x faster than im2col on MobileNetV2's 3x3 depthwise layers (144x56x56
-    # at batch 1 and 8, 32x112x112, 960x7x7, stride 1 and 2), and 15x slower on the dense
-    # ResNet-18 3x3 layer (64x56x56), where im2col + BLAS wins.
+    # BLAS. Measured on the 2-core development machine (median of 9 interleaved rounds): the
+    # direct kernel is 5-6x faster than im2col on MobileNetV2's stride-1 3x3 depthwise layers
+    # (144x56x56 at batch 1 and 8, 32x112x112), 1.9x on 960x7x7 and 1.3x at stride 2.
     if p.is_depthwise:
         return CONV_ALGOS["direct"]
     return CONV_ALGOS["im2col"]
