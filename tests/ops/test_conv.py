@@ -301,3 +301,15 @@ def test_conv_transpose2d_property_against_torch(g, cg, cog, k, s, d, p, op, h, 
     gx, gw, _ = ops.conv_transpose2d_backward(gy, x, w, bias=False, **kw)
     assert_rel_close(gx, xt.grad.numpy(), TORCH_TOL, "grad_x")
     assert_rel_close(gw, wt.grad.numpy(), TORCH_TOL, "grad_w")
+
+
+@pytest.mark.parametrize("case", NONEMPTY_CONV_CASES, ids=lambda c: c.id)
+def test_im2col_in_bands_of_output_rows(case, monkeypatch):
+    # A workspace bound of a few hundred bytes lowers one output row (or a few) at a time.
+    from cnnperf.ops import conv_algos
+
+    monkeypatch.setattr(conv_algos, "IM2COL_WORKSPACE_BYTES", 300)
+    x, w, b = make_case(case, seed=11)
+    y = ops.conv2d(x, w, b, **case.kwargs, algo="im2col", activation="relu")
+    expected = np.maximum(reference.conv2d(x, w, b, **case.kwargs), 0)
+    assert_rel_close(y, expected, REFERENCE_TOL["im2col"], f"{case.id} banded im2col")

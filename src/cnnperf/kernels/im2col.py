@@ -6,6 +6,9 @@ image becomes ``weight (c_out, c_in*kh*kw) @ cols (c_in*kh*kw, oh*ow)``, done by
 
 Row ``r = (ic*kh + i)*kw + j`` of ``cols`` holds tap (i, j) of channel ic for every output
 position, so the rows of group ``gi`` are the contiguous block ``[gi*cg*kh*kw, (gi+1)*cg*kh*kw)``.
+Both kernels take a band of output rows ``[y0, y0 + rows)`` so callers can bound the workspace.
+Rows of the source are sliced before the inner loop: a runtime offset inside the index would
+cost a negative-index check per element and block vectorisation (see kernels/direct.py).
 """
 
 from __future__ import annotations
@@ -16,39 +19,47 @@ __all__ = ["im2col", "col2im"]
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
-def im2col(xp, kh, kw, sh, sw, dh, dw, oh, ow, cols):  # pragma: no cover - compiled
-    """Unfold one padded image ``xp`` (c, hp, wp) into ``cols`` (c*kh*kw, oh*ow)."""
+def im2col(xp, kh, kw, sh, sw, dh, dw, y0, rows, ow, cols):  # pragma: no cover - compiled
+    """Unfold output rows ``[y0, y0 + rows)`` of one padded image ``xp`` (c, hp, wp).
+
+    ``cols`` is (c*kh*kw, >= rows*ow); column ``(y - y0)*ow + x`` holds output position (y, x).
+    """
     c = xp.shape[0]
+    span = (ow - 1) * sw + 1
     for r in prange(c * kh * kw):
         ic = r // (kh * kw)
         i = (r // kw) % kh
         j = r % kw
-        plane = xp[ic]
         dst = cols[r]
-        for y in range(oh):
-            src = plane[y * sh + i * dh]
-            base = y * ow
-            off = j * dw
-            for x in range(ow):
-                dst[base + x] = src[x * sw + off]
+        for yy in range(rows):
+            src = xp[ic, (y0 + yy) * sh + i * dh, j * dw : j * dw + span]
+            out = dst[yy * ow : (yy + 1) * ow]
+            if sw == 1:
+                out[:] = src
+            else:
+                for x in range(ow):
+                    out[x] = src[x * sw]
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
-def col2im(cols, kh, kw, sh, sw, dh, dw, oh, ow, xp):  # pragma: no cover - compiled
-    """Adjoint of :func:`im2col`: add ``cols`` (c*kh*kw, oh*ow) into ``xp`` (c, hp, wp).
+def col2im(cols, kh, kw, sh, sw, dh, dw, y0, rows, ow, xp):  # pragma: no cover - compiled
+    """Adjoint of :func:`im2col`: add ``cols`` (c*kh*kw, >= rows*ow) into ``xp`` (c, hp, wp).
 
     Parallel over channels: the rows of one channel only touch that channel's plane, so no two
     threads ever add into the same element.
     """
     c = xp.shape[0]
+    span = (ow - 1) * sw + 1
     for ic in prange(c):
-        plane = xp[ic]
         for i in range(kh):
             for j in range(kw):
                 src = cols[(ic * kh + i) * kw + j]
-                off = j * dw
-                for y in range(oh):
-                    dst = plane[y * sh + i * dh]
-                    base = y * ow
-                    for x in range(ow):
-                        dst[x * sw + off] += src[base + x]
+                for yy in range(rows):
+                    dst = xp[ic, (y0 + yy) * sh + i * dh, j * dw : j * dw + span]
+                    s = src[yy * ow : (yy + 1) * ow]
+                    if sw == 1:
+                        for x in range(ow):
+                            dst[x] += s[x]
+                    else:
+                        for x in range(ow):
+                            dst[x * sw] += s[x]

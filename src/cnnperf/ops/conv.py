@@ -227,7 +227,7 @@ def _grad_input_padded(gy: np.ndarray, weight: np.ndarray, p: ConvParams, hp: in
     dcols = np.empty((p.c_in * p.kh * p.kw, oh * ow), dtype=gy.dtype)
     for b in range(n):
         gemm_into(wt, gy[b].reshape(c_out, oh * ow), g, dcols)
-        col2im(dcols, p.kh, p.kw, p.sh, p.sw, p.dh, p.dw, oh, ow, dxp[b])
+        col2im(dcols, p.kh, p.kw, p.sh, p.sw, p.dh, p.dw, 0, oh, ow, dxp[b])
     return dxp
 
 
@@ -245,7 +245,7 @@ def _grad_weight(xp: np.ndarray, gy: np.ndarray, p: ConvParams) -> np.ndarray:
     step = np.empty_like(gw)
     cols = np.empty((p.c_in * p.kh * p.kw, oh * ow), dtype=xp.dtype)
     for b in range(n):
-        im2col(xp[b], p.kh, p.kw, p.sh, p.sw, p.dh, p.dw, oh, ow, cols)
+        im2col(xp[b], p.kh, p.kw, p.sh, p.sw, p.dh, p.dw, 0, oh, ow, cols)
         colsT = cols.reshape(g, k, oh * ow).transpose(0, 2, 1)  # (g, oh*ow, k)
         np.matmul(gy[b].reshape(g, c_out // g, oh * ow), colsT, out=step)
         gw += step

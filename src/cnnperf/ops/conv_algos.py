@@ -91,7 +91,13 @@ def gemm_into(a: np.ndarray, b: np.ndarray, g: int, out: np.ndarray) -> None:
         return
     m = a.shape[0] // g
     k = b.shape[0] // g
-    np.matmul(a.reshape(g, m, -1), b.reshape(g, k, -1), out=out.reshape(g, m, -1))
+    if out.flags.c_contiguous and b.flags.c_contiguous:
+        np.matmul(a.reshape(g, m, -1), b.reshape(g, k, -1), out=out.reshape(g, m, -1))
+        return
+    for gi in range(g):  # a band of a larger output: 2-D slices stay views, reshapes might not
+        np.matmul(
+            a[gi * m : (gi + 1) * m], b[gi * k : (gi + 1) * k], out=out[gi * m : (gi + 1) * m]
+        )
 
 
 def run_im2col_gemm(
@@ -115,11 +121,25 @@ def run_im2col_gemm(
             gemm_into(wmat, xp[b].reshape(p.c_in, oh * ow), p.g, out[b].reshape(p.c_out, oh * ow))
             apply_epilogue(out[b : b + 1], bias, epi)
         return
-    cols = np.empty((p.c_in * p.kh * p.kw, oh * ow), dtype=xp.dtype)
+    k = p.c_in * p.kh * p.kw
+    rows = band_rows(k, oh, ow, xp.dtype.itemsize)
+    cols = np.empty((k, rows * ow), dtype=xp.dtype)
     for b in range(p.n):
-        im2col(xp[b], p.kh, p.kw, p.sh, p.sw, p.dh, p.dw, oh, ow, cols)
-        gemm_into(wmat, cols, p.g, out[b].reshape(p.c_out, oh * ow))
+        out_b = out[b].reshape(p.c_out, oh * ow)  # (c_out, oh*ow)
+        for y0 in range(0, oh, rows):
+            r = min(rows, oh - y0)
+            im2col(xp[b], p.kh, p.kw, p.sh, p.sw, p.dh, p.dw, y0, r, ow, cols)
+            gemm_into(wmat, cols[:, : r * ow], p.g, out_b[:, y0 * ow : (y0 + r) * ow])
         apply_epilogue(out[b : b + 1], bias, epi)
+
+
+# Bound on the im2col workspace. A band of output rows is lowered and multiplied at a time.
+IM2COL_WORKSPACE_BYTES = 8 << 20
+
+
+def band_rows(k: int, oh: int, ow: int, itemsize: int) -> int:
+    """Output rows per im2col band so that the (k, rows*ow) columns fit the workspace bound."""
+    return max(1, min(oh, IM2COL_WORKSPACE_BYTES // max(1, k * ow * itemsize)))
 
 
 CONV_ALGOS: dict[str, ConvAlgorithm] = {}
