@@ -41,6 +41,7 @@ from .conv import (
     conv_transpose2d_backward,
     select_conv_algo,
 )
+from .conv_plan import Conv2dPlan, plan_conv2d
 from .linear import linear, linear_backward
 from .loss import cross_entropy, cross_entropy_backward, mse_loss, mse_loss_backward
 from .norm import (
@@ -65,6 +66,8 @@ from .pool import (
 from .softmax import log_softmax, log_softmax_backward, softmax, softmax_backward
 
 __all__ = [
+    "Conv2dPlan",
+    "plan_conv2d",
     "CONV_ALGOS",
     "adaptive_avg_pool2d",
     "adaptive_avg_pool2d_backward",
