@@ -18,6 +18,14 @@ settings.load_profile("ci" if os.environ.get("CI") else os.environ.get("HYPOTHES
 
 
 def pytest_configure(config):
+    # The tests never read or write the user's tuning cache, and run without tuning or a forced
+    # algorithm unless a test sets one.
+    import tempfile
+
+    os.environ["CNNPERF_CACHE_DIR"] = tempfile.mkdtemp(prefix="cnnperf-test-cache-")
+    for name in ("CNNPERF_TUNE", "CNNPERF_ALGO"):
+        os.environ.pop(name, None)
+
     # Required oracles: an ImportError here stops the run instead of skipping comparisons.
     import onnx  # noqa: F401
     import onnxruntime  # noqa: F401

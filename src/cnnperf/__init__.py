@@ -13,8 +13,9 @@ import os as _os
 from . import ops, reference
 from ._version import __version__
 from .config import get_num_threads, set_num_threads
+from .ops.autotune import tune
 
-__all__ = ["__version__", "ops", "reference", "get_num_threads", "set_num_threads"]
+__all__ = ["__version__", "ops", "reference", "get_num_threads", "set_num_threads", "tune"]
 
 if _os.environ.get("CNNPERF_NUM_THREADS"):
     set_num_threads(get_num_threads())

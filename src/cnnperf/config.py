@@ -1,19 +1,38 @@
 """Process-wide settings: thread count and environment knobs.
 
-Environment variables (read once, at import):
+Environment variables (``CNNPERF_NUM_THREADS`` is read once, at import; the others at each
+use):
 
 - ``CNNPERF_NUM_THREADS``: default thread count for Numba kernels and the BLAS pool
   (default: the number of cores this process may run on).
 - ``CNNPERF_ALGO``: force a convolution algorithm (``"direct"``, ``"im2col"``) wherever
   ``algo="auto"`` is used.
+- ``CNNPERF_TUNE``: ``1`` (also ``true``/``yes``/``on``) turns the autotuner on: the first
+  ``algo="auto"`` convolution of each shape times every algorithm that covers it and stores the
+  fastest in the tuning cache (see :mod:`cnnperf.ops.autotune`); ``0`` or unset leaves it off.
+  ``cnnperf.tune()`` overrides it in code. Tuned choices already in the cache are used either
+  way.
+- ``CNNPERF_CACHE_DIR``: the directory of the tuning cache (``tune-v1.json``). Default:
+  ``$XDG_CACHE_HOME/cnnperf``, else ``~/.cache/cnnperf`` (``cnnperf`` under ``LOCALAPPDATA``
+  on Windows). Read when the tuning cache is first used (again after
+  ``cnnperf.ops.autotune.reset_autotune_state()``).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
-__all__ = ["get_num_threads", "set_num_threads", "forced_algo", "available_cores"]
+__all__ = [
+    "get_num_threads",
+    "set_num_threads",
+    "forced_algo",
+    "available_cores",
+    "tune_from_env",
+    "cache_dir",
+]
 
 
 def available_cores() -> int:
@@ -97,3 +116,32 @@ def forced_algo() -> str | None:
     """The algorithm named by ``CNNPERF_ALGO``, or None."""
     value = os.environ.get("CNNPERF_ALGO", "").strip()
     return value or None
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
+
+
+def tune_from_env() -> bool:
+    """Whether ``CNNPERF_TUNE`` turns the autotuner on (an unknown value raises ValueError)."""
+    raw = os.environ.get("CNNPERF_TUNE", "")
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(f"CNNPERF_TUNE={raw!r} must be 1 or 0 (or true/false, yes/no, on/off)")
+
+
+def cache_dir() -> Path:
+    """The directory for cnnperf's on-disk caches (``CNNPERF_CACHE_DIR`` or the user cache)."""
+    explicit = os.environ.get("CNNPERF_CACHE_DIR", "").strip()
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+    if xdg:
+        return Path(xdg).expanduser() / "cnnperf"
+    local = os.environ.get("LOCALAPPDATA", "").strip()
+    if sys.platform == "win32" and local:  # pragma: no cover - Windows
+        return Path(local) / "cnnperf"
+    return Path.home() / ".cache" / "cnnperf"

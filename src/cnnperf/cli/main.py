@@ -27,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
     demo.add_argument("--rounds", type=int, default=7, help="timed rounds per engine (default 7)")
     demo.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
+    from .tune import add_tune_parser
+
+    add_tune_parser(sub)
     return parser
 
 
@@ -40,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
         from .demo import run_demo
 
         return run_demo(batch=args.batch, rounds=args.rounds, threads=args.threads)
+    if args.command == "tune":
+        from .tune import run_tune_command
+
+        return run_tune_command(args)
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover - argparse rejects first
     return 2
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from .. import config
 from ..shapes import ConvParams, normalize_padding
+from . import autotune
 from ._validate import (
     as_batched_4d,
     as_float_array,
@@ -105,8 +106,10 @@ def conv_params(
     return ConvParams(n, c_in, h, w, c_out, kh, kw, sh, sw, pt, pb, pl, pr, dh, dw, groups)
 
 
-def select_conv_algo(p: ConvParams, algo: str = "auto") -> ConvAlgorithm:
-    """Pick the algorithm for ``p``: explicit ``algo``, then ``CNNPERF_ALGO``, then a heuristic.
+def select_conv_algo(p: ConvParams, algo: str = "auto", dtype="float32") -> ConvAlgorithm:
+    """Pick the algorithm for ``p``: explicit ``algo``, then ``CNNPERF_ALGO``, then the tuned
+    choice cached for ``p`` and ``dtype`` (tuning it first on a miss when tuning is on, see
+    :mod:`cnnperf.ops.autotune`), then a heuristic.
 
     An explicitly requested algorithm that does not cover ``p`` raises NotImplementedError
     saying why; ``"auto"`` only ever picks an algorithm that covers ``p``.
@@ -117,7 +120,8 @@ def select_conv_algo(p: ConvParams, algo: str = "auto") -> ConvAlgorithm:
             algo = forced
             source = "CNNPERF_ALGO"
         else:
-            return _heuristic(p)
+            tuned = autotune.tuned_conv_algo(p, dtype)
+            return tuned if tuned is not None else _heuristic(p)
     else:
         source = "algo"
     if algo not in CONV_ALGOS:
@@ -200,7 +204,7 @@ def conv2d(
     p = conv_params(x4.shape, weight.shape, stride, padding, dilation, groups, op)
     bias = _check_bias(bias, p.c_out, x4.dtype, op)
     epi = parse_activation(activation, op)
-    chosen = select_conv_algo(p, algo)
+    chosen = select_conv_algo(p, algo, dtype=x4.dtype)
     out = np.empty(p.output_shape, dtype=x4.dtype)
     if p.n > 0:
         chosen.run(_pad_input(x4, p), chosen.prepare_weight(weight, p), bias, p, out, epi)
