@@ -9,22 +9,13 @@ import time
 import numpy as np
 
 from .. import config, ops, reference
+from ..bench.machine import sgemm_peak_gflops
 from ..ops.conv import conv_params
 
 __all__ = ["run_demo", "sgemm_peak_gflops"]
 
 # ResNet-18, layer1: 64 -> 64 channels, 3x3, stride 1, padding 1, on 56x56 feature maps.
 LAYER = dict(c_in=64, c_out=64, h=56, w=56, k=3, padding=1)
-
-
-def sgemm_peak_gflops(size: int = 2048, rounds: int = 5) -> float:
-    """The machine's practical float32 peak: the best of ``rounds`` BLAS sgemms of size^3."""
-    a = np.ones((size, size), np.float32)
-    b = np.ones((size, size), np.float32)
-    c = np.empty_like(a)
-    np.matmul(a, b, out=c)
-    best = min(_timed(lambda: np.matmul(a, b, out=c)) for _ in range(rounds))
-    return 2 * size**3 / best / 1e9
 
 
 def _timed(fn) -> float:

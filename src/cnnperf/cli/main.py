@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .tune import add_tune_parser
 
     add_tune_parser(sub)
+    from .bench import add_bench_parser
+
+    add_bench_parser(sub)
     return parser
 
 
@@ -47,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
         from .tune import run_tune_command
 
         return run_tune_command(args)
+    if args.command == "bench":
+        from .bench import run_bench_command
+
+        return run_bench_command(args, top_level=argv is None)
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover - argparse rejects first
     return 2
 
