@@ -22,8 +22,9 @@ from ._validate import (
 from .conv_algos import CONV_ALGOS, ConvAlgorithm, gemm_into
 from .epilogue import parse_activation
 
+# isort: split
 # Algorithm modules register themselves in CONV_ALGOS on import (one line each).
-# (none yet beyond conv_algos)
+from . import conv_fft  # noqa: F401, E402
 
 __all__ = [
     "conv2d",
