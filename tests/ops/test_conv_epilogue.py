@@ -52,6 +52,8 @@ def test_activation_parameters_and_nan(algo):
     x = np.full((1, 1, 3, 3), -1.0, np.float32)
     x[0, 0, 1, 1] = np.nan
     w = np.ones((1, 1, 1, 1), np.float32)
+    if ops.CONV_ALGOS[algo].why_not(ops.conv_params(x.shape, w.shape)) is not None:
+        pytest.skip(f"{algo} does not cover 1x1 kernels")
     y = ops.conv2d(x, w, algo=algo, activation=("leaky_relu", 0.25))
     assert np.isnan(y[0, 0, 1, 1])
     assert y[0, 0, 0, 0] == np.float32(-0.25)
@@ -74,3 +76,23 @@ def test_bad_activation(activation, message):
     x = np.ones((1, 1, 3, 3), np.float32)
     with pytest.raises(ValueError, match=message):
         ops.conv2d(x, x[0:1], activation=activation)
+
+
+@pytest.mark.parametrize("algo", sorted(ops.CONV_ALGOS))
+def test_nan_and_inf_land_where_a_direct_convolution_puts_them(algo):
+    # Transform-based algorithms (Winograd, FFT) would spread a NaN over a whole tile; they must
+    # detect it and give PyTorch's answer.
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 4, 12, 12)).astype(np.float32)
+    x[0, 1, 5, 6] = np.nan
+    x[0, 2, 0, 0] = np.inf
+    w = rng.standard_normal((5, 4, 3, 3)).astype(np.float32)
+    if ops.CONV_ALGOS[algo].why_not(ops.conv_params(x.shape, w.shape, padding=1)) is not None:
+        pytest.skip(f"{algo} does not cover 3x3 stride-1 kernels")
+    for act in (None, "relu", "sigmoid"):
+        y = ops.conv2d(x, w, padding=1, algo=algo, activation=act)
+        expected = ops.conv2d(x, w, padding=1, algo="direct", activation=act)
+        np.testing.assert_array_equal(np.isnan(y), np.isnan(expected))
+        np.testing.assert_array_equal(np.isinf(y), np.isinf(expected))
+        finite = np.isfinite(expected)
+        assert_rel_close(y[finite], expected[finite], 1e-4, f"{algo}/{act} finite part")

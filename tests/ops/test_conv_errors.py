@@ -135,7 +135,7 @@ def test_algorithm_that_does_not_cover_a_case_raises_not_implemented(monkeypatch
 @pytest.mark.parametrize(
     "params, expected",
     [
-        (ConvParams(1, 64, 56, 56, 64, 3, 3, pt=1, pb=1, pl=1, pr=1), "im2col"),  # ResNet 3x3
+        (ConvParams(1, 64, 56, 56, 64, 3, 3, pt=1, pb=1, pl=1, pr=1), "winograd"),  # ResNet 3x3
         (ConvParams(1, 256, 56, 56, 64, 1, 1), "im2col"),  # ResNet-50 1x1: a plain GEMM
         (ConvParams(1, 3, 224, 224, 64, 7, 7, 2, 2, 3, 3, 3, 3), "im2col"),  # ResNet stem
         (ConvParams(1, 144, 56, 56, 144, 3, 3, 1, 1, 1, 1, 1, 1, g=144), "direct"),  # depthwise
@@ -145,3 +145,22 @@ def test_algorithm_that_does_not_cover_a_case_raises_not_implemented(monkeypatch
 def test_auto_selection(params, expected, monkeypatch):
     monkeypatch.delenv("CNNPERF_ALGO", raising=False)
     assert ops.select_conv_algo(params).name == expected
+
+
+RESNET_512_7 = ConvParams(1, 512, 7, 7, 512, 3, 3, 1, 1, 1, 1, 1, 1)
+ALEXNET_CONV2 = ConvParams(8, 64, 27, 27, 192, 5, 5, 1, 1, 2, 2, 2, 2)
+
+
+@pytest.mark.parametrize(
+    "params, prepared, expected",
+    [
+        (RESNET_512_7, False, "im2col"),  # eager: the weight transform would not pay off
+        (RESNET_512_7, True, "winograd"),  # a plan transforms the weight once
+        (ALEXNET_CONV2, False, "im2col"),  # eager 5x5: the spectrum would not pay off
+        (ALEXNET_CONV2, True, "fft"),
+        (ConvParams(1, 64, 56, 56, 64, 7, 7, 1, 1, 3, 3, 3, 3), False, "fft"),  # 7x7 stride 1
+    ],
+)
+def test_auto_selection_with_prepared_weights(params, prepared, expected, monkeypatch):
+    monkeypatch.delenv("CNNPERF_ALGO", raising=False)
+    assert ops.select_conv_algo(params, weight_prepared=prepared).name == expected

@@ -174,8 +174,10 @@ def run_tune(
                 f"interleaved rounds after a warm-up, float32; cache {path}",
                 file=out,
             )
+            col = max(12, *(len(a) + 2 for a in names))
             print(
-                f"{'layer':<{width}}" + "".join(f"{a:>12}" for a in names) + "   chosen", file=out
+                f"{'layer':<{width}}" + "".join(f"{a:>{col}}" for a in names) + "   chosen",
+                file=out,
             )
         results, notes = [], []
         for p in layers:
@@ -198,9 +200,9 @@ def run_tune(
             cells = []
             for a in names:
                 if a in r.times:
-                    cells.append(f"{r.times[a] * 1e3:>10.2f}ms")
+                    cells.append(f"{r.times[a] * 1e3:>{col - 2}.2f}ms")
                 else:
-                    cells.append(f"{'failed' if a in r.failed else 'n/a':>12}")
+                    cells.append(f"{'failed' if a in r.failed else 'n/a':>{col}}")
             print(f"{_label(p):<{width}}" + "".join(cells) + f"   {r.chosen or '-'}", file=out)
             notes += [f"  {_label(p)}: {a} failed: {why}" for a, why in r.failed.items()]
         doc["results"] = results

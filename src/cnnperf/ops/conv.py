@@ -24,7 +24,7 @@ from .epilogue import parse_activation
 
 # isort: split
 # Algorithm modules register themselves in CONV_ALGOS on import (one line each).
-from . import conv_fft  # noqa: F401, E402
+from . import conv_fft, conv_winograd  # noqa: E402, F401
 
 __all__ = [
     "conv2d",
@@ -107,10 +107,13 @@ def conv_params(
     return ConvParams(n, c_in, h, w, c_out, kh, kw, sh, sw, pt, pb, pl, pr, dh, dw, groups)
 
 
-def select_conv_algo(p: ConvParams, algo: str = "auto", dtype="float32") -> ConvAlgorithm:
+def select_conv_algo(
+    p: ConvParams, algo: str = "auto", dtype="float32", *, weight_prepared: bool = False
+) -> ConvAlgorithm:
     """Pick the algorithm for ``p``: explicit ``algo``, then ``CNNPERF_ALGO``, then the tuned
     choice cached for ``p`` and ``dtype`` (tuning it first on a miss when tuning is on, see
-    :mod:`cnnperf.ops.autotune`), then a heuristic.
+    :mod:`cnnperf.ops.autotune`), then a heuristic. ``weight_prepared`` says the weight is
+    transformed once for many calls (a plan), which favours the transform-based algorithms.
 
     An explicitly requested algorithm that does not cover ``p`` raises NotImplementedError
     saying why; ``"auto"`` only ever picks an algorithm that covers ``p``.
@@ -122,7 +125,7 @@ def select_conv_algo(p: ConvParams, algo: str = "auto", dtype="float32") -> Conv
             source = "CNNPERF_ALGO"
         else:
             tuned = autotune.tuned_conv_algo(p, dtype)
-            return tuned if tuned is not None else _heuristic(p)
+            return tuned if tuned is not None else _heuristic(p, weight_prepared)
     else:
         source = "algo"
     if algo not in CONV_ALGOS:
@@ -136,13 +139,28 @@ def select_conv_algo(p: ConvParams, algo: str = "auto", dtype="float32") -> Conv
     return chosen
 
 
-def _heuristic(p: ConvParams) -> ConvAlgorithm:
+def _heuristic(p: ConvParams, weight_prepared: bool = False) -> ConvAlgorithm:
     # Depthwise layers: each group's GEMM is (multiplier x kh*kw) @ (kh*kw x oh*ow), too thin for
     # BLAS. Measured on the 2-core development machine (median of 9 interleaved rounds): the
     # direct kernel is 5-6x faster than im2col on MobileNetV2's stride-1 3x3 depthwise layers
     # (144x56x56 at batch 1 and 8, 32x112x112), 1.9x on 960x7x7 and 1.3x at stride 2.
     if p.is_depthwise:
         return CONV_ALGOS["direct"]
+    # 3x3 stride-1 layers with at least 16 channels per group: Winograd. Measured with the weight
+    # prepared once (conv_winograd's module docstring): 1.24-2.5x faster than im2col on the
+    # ResNet 3x3 layers (64x56x56 .. 512x7x7, batch 1 and 8); it loses on the 3-channel stem
+    # (0.54x). Eager calls transform the weight each time, which only paid off with at least
+    # 128 output positions per call: 512x7x7 at batch 1 (49) was 1.6x slower than im2col,
+    # 256x14x14 (196) and 512x7x7 at batch 8 (392) faster.
+    if (
+        CONV_ALGOS["winograd"].why_not(p) is None
+        and min(p.c_in, p.c_out) // p.g >= 16
+        and (weight_prepared or p.n * p.oh * p.ow >= 128)
+    ):
+        return CONV_ALGOS["winograd"]
+    # Large stride-1 kernels with enough channels: FFT (measurements in conv_fft.CHOICE_NOTE).
+    if conv_fft.fft_wins(p, weight_prepared) and CONV_ALGOS["fft"].why_not(p) is None:
+        return CONV_ALGOS["fft"]
     return CONV_ALGOS["im2col"]
 
 
@@ -216,7 +234,12 @@ def _grad_input_padded(gy: np.ndarray, weight: np.ndarray, p: ConvParams, hp: in
     """col2im of ``weight^T @ gy`` per image: gradient w.r.t. the padded input (n, c_in, hp, wp).
 
     ``gy`` is (n, c_out, oh, ow); only positions covered by some window receive gradient.
+    A 3x3 stride-1 dilation-1 convolution's is the full convolution of ``gy`` with the flipped,
+    in/out-transposed weight, which Winograd computes when it covers the case.
     """
+    dxp = _grad_input_padded_winograd(gy, weight, p, hp, wp)
+    if dxp is not None:
+        return dxp
     from ..kernels import sync_threads
     from ..kernels.im2col import col2im
 
@@ -233,6 +256,25 @@ def _grad_input_padded(gy: np.ndarray, weight: np.ndarray, p: ConvParams, hp: in
     for b in range(n):
         gemm_into(wt, gy[b].reshape(c_out, oh * ow), g, dcols)
         col2im(dcols, p.kh, p.kw, p.sh, p.sw, p.dh, p.dw, 0, oh, ow, dxp[b])
+    return dxp
+
+
+def _grad_input_padded_winograd(gy, weight, p: ConvParams, hp: int, wp: int):
+    """``conv2d(gy, flip(w)^T, padding=2, groups=g)`` with Winograd: exactly (n, c_in, hp, wp)
+    for a 3x3 stride-1 dilation-1 ``p``; None where Winograd does not cover the case."""
+    algo = CONV_ALGOS.get("winograd")
+    if algo is None or (p.kh, p.kw, p.sh, p.sw, p.dh, p.dw) != (3, 3, 1, 1, 1, 1):
+        return None
+    n, c_out, oh, ow = gy.shape
+    g = p.g
+    cg = weight.shape[1]
+    q = ConvParams(n, c_out, oh, ow, cg * g, 3, 3, 1, 1, 2, 2, 2, 2, 1, 1, g)
+    if algo.why_not(q) is not None or (q.oh, q.ow) != (hp, wp):
+        return None
+    wt = weight.reshape(g, c_out // g, cg, 3, 3).transpose(0, 2, 1, 3, 4)[..., ::-1, ::-1]
+    wt = np.ascontiguousarray(wt).reshape(g * cg, c_out // g, 3, 3)  # (c_in, c_out/g, 3, 3)
+    dxp = np.empty(q.output_shape, dtype=gy.dtype)
+    algo.run(_pad_input(gy, q), algo.prepare_weight(wt, q), None, q, dxp)
     return dxp
 
 

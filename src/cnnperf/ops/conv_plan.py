@@ -57,7 +57,9 @@ class Conv2dPlan:
         b = _check_bias(bias, self.params.c_out, weight.dtype, op)
         self.bias = None if b is None else np.array(b, copy=True)
         self.epilogue = parse_activation(activation, op)
-        self.algorithm = select_conv_algo(self.params, algo, dtype=weight.dtype)
+        self.algorithm = select_conv_algo(
+            self.params, algo, dtype=weight.dtype, weight_prepared=True
+        )
         self.weight = weight
         self.prepared = self.algorithm.prepare_weight(weight, self.params)
 

@@ -1,0 +1,241 @@
+"""Winograd convolution F(m x m, 3x3) for 3x3 stride-1 layers (Lavin & Gray, CVPR 2016).
+
+Per chunk of tile rows: the input transform (Numba, parallel over channels) writes
+``V (a*a, c_in, tiles)``, BLAS does the a*a GEMMs ``M[p] = U[p] @ V[p]`` (one batched
+``np.matmul``; per group when groups > 1), and the output transform (Numba) writes
+``act(A^T M A + bias)`` straight into the output. Chunks are sized so that V and M together
+stay within :data:`CHUNK_BYTES` whatever the image size.
+
+Registered algorithms: ``winograd_f23``, ``winograd_f43`` and ``winograd`` (F(4x4,3x3), or
+F(2x2,3x3) for layers with few tiles, see :func:`default_tile`). F(6x6,3x3) has kernels
+(``conv2d_winograd(..., m=6)``) but is not registered: its float32 error reached 2.3e-5 of
+max |y| on ResNet-like layers (over the 2e-5 budget; F(4x4) stays under 1.5e-5), and it was
+slower than F(4x4) on all eight ResNet layers measured below.
+
+Measured on the 2-core development machine (AMD EPYC, AVX2), 2 threads, median of 7
+interleaved rounds, prepared weights, ms; ResNet 3x3 stride-1 layers (c_in = c_out):
+
+====================  ======  =====  ======  ======  ======
+layer (n, c, h=w)     im2col  torch  F(2x2)  F(4x4)  F(6x6)
+====================  ======  =====  ======  ======  ======
+1, 64, 56             2.77    1.53   1.38    1.01    1.18
+1, 128, 28            2.65    1.58   1.28    1.07    1.54
+1, 256, 14            2.37    1.71   1.31    1.54    2.44
+1, 512, 7             2.80    2.55   2.24    3.38    6.01
+8, 64, 56             15.9    10.3   10.1    7.31    8.13
+8, 128, 28            14.1    10.1   8.17    5.96    6.64
+8, 256, 14            13.6    10.3   7.07    6.63    8.90
+8, 512, 7             16.5    16.8   8.46    6.83    11.7
+====================  ======  =====  ======  ======  ======
+
+(torch: ``F.conv2d`` with ``torch.set_num_threads(2)``; run with ``OMP_WAIT_POLICY=PASSIVE``
+and ``OPENBLAS_THREAD_TIMEOUT=4`` so that neither library's idle threads spin while the other
+runs: interleaving them otherwise slows both by up to 10x on two cores.)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..shapes import ConvParams
+from .conv_algos import CONV_ALGOS, ConvAlgorithm, register_conv_algo
+from .epilogue import NO_EPILOGUE
+
+__all__ = [
+    "WinogradConv",
+    "conv2d_winograd",
+    "default_tile",
+    "winograd_weight_transform",
+    "CHUNK_BYTES",
+]
+
+# V + M bytes per chunk. n=8 64x56x56 with F(4x4) (interleaved medians, ms): 1 MiB 11.8,
+# 2 MiB 10.2, 4 MiB 9.4, 8 MiB 8.7, 16 MiB 9.3, 32 MiB 10.0 (L3 is 16 MiB); 128 and 256
+# channels gain another 3-7% at 16 MiB, not worth doubling the workspace.
+CHUNK_BYTES = 8 << 20
+# Fewest tiles per chunk (only binds for c_in + c_out > 900): thinner per-point GEMMs waste
+# BLAS, and U (a*a/9 times the weight) is re-read from memory for every chunk.
+MIN_CHUNK_TILES = 64
+# "winograd" uses F(2x2) below this many F(4x4) tiles (n * ceil(oh/4) * ceil(ow/4)): with few
+# tiles the GEMMs are too thin to hide reading U, which F(2x2) keeps 16/36 as big. Measured
+# (table above): 4 and 16 tiles (512x7x7 and 256x14x14 at n=1) F(2x2) wins by 1.5x and 1.2x;
+# from 32 tiles (512x7x7 at n=8) F(4x4) wins.
+F2_BELOW_TILES = 32
+
+
+def default_tile(p: ConvParams) -> int:
+    """The output tile size m that ``"winograd"`` uses for ``p``: 4, or 2 when F(4x4,3x3)
+    would have fewer than :data:`F2_BELOW_TILES` tiles in all.
+
+    Example:
+        >>> default_tile(ConvParams(1, 512, 7, 7, 512, 3, 3, pt=1, pb=1, pl=1, pr=1))
+        2
+    """
+    tiles = p.n * -(-p.oh // 4) * -(-p.ow // 4)
+    return 2 if tiles < F2_BELOW_TILES else 4
+
+
+def winograd_weight_transform(w: np.ndarray, m: int) -> np.ndarray:
+    """``U = G g G^T`` per (c_out, c_in/g) filter, laid out as the left-hand operand of the
+    per-point GEMMs.
+
+    Computed as one GEMM ``kron(G, G) @ g`` (K = 9) in w's dtype: for float32 its error is
+    at most 1e-7 of max |U| (measured against float64 for 256 and 512 channels), and it runs
+    2.7-6x faster than float64 math plus a cast (512x512 weight, F(4x4): 7.8 ms against
+    20.7 ms), which matters because eager calls and the backward pass transform every time.
+
+    Args:
+        w: (c_out, c_in/groups, 3, 3).
+        m: output tile size (2, 4 or 6).
+
+    Shape:
+        (a*a, c_out, c_in/groups) with a = m + 2; point ``p = r*a + c``.
+
+    Example:
+        >>> winograd_weight_transform(np.ones((8, 4, 3, 3), np.float32), 4).shape
+        (36, 8, 4)
+    """
+    from ..kernels.winograd import winograd_matrices
+
+    _, g, _ = winograd_matrices(m)
+    a = m + 2
+    c_out, cg = w.shape[:2]
+    # U[r*a + c] = sum_kl G[r, k] g[k, l] G[c, l]: one GEMM with kron(G, G).
+    gg = np.kron(g, g).astype(w.dtype)  # (a*a, 9)
+    return (gg @ w.reshape(c_out * cg, 9).T).reshape(a * a, c_out, cg)  # (a*a, c_out*cg)
+
+
+def _chunk_rows(p: ConvParams, m: int, tw: int, itemsize: int) -> int:
+    """Tile rows per chunk: V + M within CHUNK_BYTES but at least MIN_CHUNK_TILES tiles,
+    then evened out so the last chunk is not a sliver."""
+    a = m + 2
+    rows_total = p.n * -(-p.oh // m)
+    per_row = a * a * (p.c_in + p.c_out) * tw * itemsize
+    nr = max(CHUNK_BYTES // per_row, -(-MIN_CHUNK_TILES // tw), 1)
+    nr = min(nr, rows_total)
+    chunks = -(-rows_total // nr)
+    return -(-rows_total // chunks)
+
+
+def conv2d_winograd(
+    xp: np.ndarray,
+    u: np.ndarray,
+    bias: np.ndarray | None,
+    p: ConvParams,
+    out: np.ndarray,
+    m: int,
+    epi=NO_EPILOGUE,
+) -> None:
+    """Write ``epi(conv2d(x, w) + bias)`` into ``out`` with Winograd F(m x m, 3x3).
+
+    Args:
+        xp: the zero-padded input (n, c_in, oh + 2, ow + 2), contiguous.
+        u: ``winograd_weight_transform(w, m)``, (a*a, c_out, c_in/g).
+        bias: (c_out,) or None.
+        p: the convolution (3x3, stride 1, dilation 1).
+        out: (n, c_out, oh, ow), written completely.
+        m: output tile size, 2, 4 or 6 (as u was prepared for).
+        epi: fused activation.
+
+    Shape:
+        out (n, c_out, oh, ow) with ``oh = h + pt + pb - 2``; the workspace is at most
+        max(CHUNK_BYTES, MIN_CHUNK_TILES tiles) whatever n, h and w.
+
+    Example:
+        >>> p = ConvParams(1, 2, 5, 5, 3, 3, 3, pt=1, pb=1, pl=1, pr=1)
+        >>> out = np.empty((1, 3, 5, 5), np.float32)
+        >>> w = np.ones((3, 2, 3, 3), np.float32)
+        >>> xp = np.pad(np.ones((1, 2, 5, 5), np.float32), ((0, 0), (0, 0), (1, 1), (1, 1)))
+        >>> conv2d_winograd(xp, winograd_weight_transform(w, 2), None, p, out, 2)
+        >>> float(out[0, 0, 2, 2]), float(out[0, 0, 0, 0])
+        (18.0, 8.0)
+    """
+    from ..kernels import sync_threads
+    from ..kernels.winograd import winograd_input_transform, winograd_output_transform
+
+    sync_threads()
+    a = m + 2
+    a2 = a * a
+    th, tw = -(-p.oh // m), -(-p.ow // m)
+    rows_total = p.n * th
+    if rows_total == 0:
+        return
+    nr = _chunk_rows(p, m, tw, xp.dtype.itemsize)
+    g = p.g
+    cg, cog = p.c_in // g, p.c_out // g
+    vbuf = np.empty(a2 * p.c_in * nr * tw, dtype=xp.dtype)
+    mbuf = np.empty(a2 * p.c_out * nr * tw, dtype=xp.dtype)
+    b = np.zeros(p.c_out, out.dtype) if bias is None else np.ascontiguousarray(bias, out.dtype)
+    for r0 in range(0, rows_total, nr):
+        k = min(nr, rows_total - r0)
+        tc = k * tw
+        v = vbuf[: a2 * p.c_in * tc].reshape(a2, p.c_in, tc)
+        mm = mbuf[: a2 * p.c_out * tc].reshape(a2, p.c_out, tc)
+        winograd_input_transform(m, xp, th, tw, r0, k, v)
+        if g == 1:
+            np.matmul(u, v, out=mm)  # (a2, c_out, c_in) @ (a2, c_in, tc)
+        else:
+            vg = v.reshape(a2, g, cg, tc)
+            np.matmul(u.reshape(a2, g, cog, cg), vg, out=mm.reshape(a2, g, cog, tc))
+        winograd_output_transform(m, mm, b, epi.code, epi.alpha, r0, th, tw, out)
+
+
+class WinogradConv(ConvAlgorithm):
+    """F(m x m, 3x3) Winograd convolution: 3x3 kernels, stride 1, dilation 1, groups (one GEMM
+    per group and point) but not depthwise. ``m=None``: the tile of :func:`default_tile`."""
+
+    def __init__(self, m: int | None, name: str):
+        self.m = m
+        self.name = name
+
+    def why_not(self, p: ConvParams) -> str | None:
+        if (p.kh, p.kw) != (3, 3):
+            return f"Winograd F(mxm,3x3) needs a 3x3 kernel, got {p.kh}x{p.kw}"
+        if (p.sh, p.sw) != (1, 1):
+            return f"Winograd needs stride 1, got stride {(p.sh, p.sw)}"
+        if (p.dh, p.dw) != (1, 1):
+            return f"Winograd needs dilation 1, got dilation {(p.dh, p.dw)}"
+        if p.is_depthwise:
+            return (
+                "depthwise (groups == c_in): each group's GEMMs would be (c_out/g x 1) @ "
+                "(1 x tiles), too thin for BLAS; the direct loop is faster"
+            )
+        return None
+
+    def tile(self, p: ConvParams) -> int:
+        return default_tile(p) if self.m is None else self.m
+
+    def prepare_weight(self, w: np.ndarray, p: ConvParams) -> WinogradWeight:
+        w = np.ascontiguousarray(w)
+        with np.errstate(all="ignore"):  # a non-finite weight is handled by run's fallback
+            return WinogradWeight(winograd_weight_transform(w, self.tile(p)), w)
+
+    def run(self, xp, w_prep, bias, p, out, epi=NO_EPILOGUE):
+        if not isinstance(w_prep, WinogradWeight):
+            w_prep = self.prepare_weight(w_prep, p)
+        u = w_prep.u
+        m = int(round(u.shape[0] ** 0.5)) - 2  # the tile the weight was prepared for
+        with np.errstate(all="ignore"):  # NaN/Inf are detected below and recomputed
+            conv2d_winograd(xp, u, bias, p, out, m, epi)
+        if not np.isfinite(out).all():
+            # A NaN or Inf in a tile's input (or an overflow) spreads over the whole tile in the
+            # transforms; every activation keeps NaN, so the check after it sees the spread.
+            # Recompute directly so non-finite values land only where a direct convolution puts
+            # them (as PyTorch does).
+            CONV_ALGOS["im2col"].run(xp, w_prep.weight, bias, p, out, epi)
+
+
+class WinogradWeight:
+    """A weight prepared for :class:`WinogradConv`: ``u`` = G g G^T for one tile size, and the
+    weight itself (kept for the direct fallback on NaN/Inf)."""
+
+    __slots__ = ("u", "weight")
+
+    def __init__(self, u: np.ndarray, weight: np.ndarray):
+        self.u = u
+        self.weight = weight
+
+
+WINOGRAD_F23 = register_conv_algo(WinogradConv(2, "winograd_f23"))
+WINOGRAD_F43 = register_conv_algo(WinogradConv(4, "winograd_f43"))
+WINOGRAD = register_conv_algo(WinogradConv(None, "winograd"))
