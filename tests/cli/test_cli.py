@@ -13,6 +13,9 @@ import pytest
 import cnnperf
 from cnnperf.cli.demo import run_demo
 from cnnperf.cli.main import main
+from cnnperf.ops import conv_params
+
+LAYER_PARAMS = conv_params((1, 64, 56, 56), (64, 64, 3, 3), padding=1)
 
 
 def test_version(capsys):
@@ -36,7 +39,11 @@ def test_demo_prints_every_engine_with_rates():
     for engine in ("cnnperf direct", "cnnperf im2col", "cnnperf auto", "PyTorch", "naive float64"):
         assert engine in text
     rows = [line for line in text.splitlines() if line.startswith("cnnperf ") and "ms" in line]
-    assert len(rows) == 3
+    applicable = [a for a in cnnperf.ops.CONV_ALGOS.values() if a.why_not(LAYER_PARAMS) is None]
+    assert len(rows) == len(applicable) + 1  # every algorithm that covers the layer, and auto
+    assert {"cnnperf winograd", "cnnperf im2col", "cnnperf direct"} <= {
+        r[:22].strip() for r in rows
+    }
     for row in rows:
         gflops = float(row.split()[-3])
         assert gflops > 0

@@ -135,7 +135,7 @@ def _list_suite(out) -> int:
     return 0
 
 
-def _maybe_reexec(args) -> None:
+def reexec_with_passive_pools(args) -> None:
     """Restart this command once with passive thread pools (they read the variables at load)."""
     from ..bench.machine import PASSIVE_POOL_ENV, pools_are_passive
 
@@ -192,7 +192,7 @@ def run_bench_command(args, *, top_level: bool = False, out=None, err=None) -> i
                 "pip install 'cnnperf[plot]' (or pip install matplotlib)"
             )
     if top_level:
-        _maybe_reexec(args)
+        reexec_with_passive_pools(args)
 
     settings = core.BenchSettings(
         rounds=args.rounds,

@@ -64,7 +64,8 @@ def run_demo(batch: int = 1, rounds: int = 7, threads: int | None = None, out=No
     say(f"machine float32 peak (BLAS sgemm 2048^3, best of 5): {peak:.0f} GFLOP/s")
 
     engines = {}
-    for algo in ("direct", "im2col", "auto"):
+    applicable = [name for name, a in ops.CONV_ALGOS.items() if a.why_not(p) is None]
+    for algo in [*applicable, "auto"]:
         engines[f"cnnperf {algo}"] = lambda a=algo: ops.conv2d(x, wt, bias, padding=pad, algo=a)
     try:
         import torch

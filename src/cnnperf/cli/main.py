@@ -27,6 +27,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
     demo.add_argument("--rounds", type=int, default=7, help="timed rounds per engine (default 7)")
     demo.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
+    demo.add_argument(
+        "--spin",
+        action="store_true",
+        help="keep the thread pools' default spin-waiting (by default the command restarts "
+        "itself once with OMP_WAIT_POLICY=PASSIVE and OPENBLAS_THREAD_TIMEOUT=4, as bench does)",
+    )
     from .tune import add_tune_parser
 
     add_tune_parser(sub)
@@ -44,6 +50,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "demo":
         from .demo import run_demo
+
+        if argv is None:  # started as the command: PyTorch and cnnperf share one process
+            from .bench import reexec_with_passive_pools
+
+            reexec_with_passive_pools(args)
 
         return run_demo(batch=args.batch, rounds=args.rounds, threads=args.threads)
     if args.command == "tune":
