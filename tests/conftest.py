@@ -71,3 +71,19 @@ def to_torch(a, requires_grad: bool = False):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def cache_file(tmp_path, monkeypatch):
+    """An empty tuning-cache directory, tuning off, no forced algorithm; yields the cache path.
+
+    Test modules of the autotuner use it for every test (``pytestmark``).
+    """
+    from cnnperf.ops import autotune
+
+    monkeypatch.setenv("CNNPERF_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("CNNPERF_TUNE", raising=False)
+    monkeypatch.delenv("CNNPERF_ALGO", raising=False)
+    autotune.reset_autotune_state()
+    yield tmp_path / "cache" / autotune.CACHE_FILENAME
+    autotune.reset_autotune_state()

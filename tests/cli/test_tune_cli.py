@@ -17,14 +17,7 @@ from cnnperf.shapes import ConvParams
 SMALL = ["--layer", "1,4,8,8,4,3", "--layer", "1,6,9,9,6,3,2,1,6", "--rounds", "1"]
 
 
-@pytest.fixture(autouse=True)
-def cache_file(tmp_path, monkeypatch):
-    monkeypatch.setenv("CNNPERF_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.delenv("CNNPERF_TUNE", raising=False)
-    monkeypatch.delenv("CNNPERF_ALGO", raising=False)
-    autotune.reset_autotune_state()
-    yield tmp_path / "cache" / "tune-v1.json"
-    autotune.reset_autotune_state()
+pytestmark = pytest.mark.usefixtures("cache_file")  # (tests/conftest.py)
 
 
 def test_parse_layer_defaults_and_fields():

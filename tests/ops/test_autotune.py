@@ -22,15 +22,7 @@ DENSE = ConvParams(1, 4, 8, 8, 4, 3, 3, pt=1, pb=1, pl=1, pr=1)  # heuristic: im
 DEPTHWISE = ConvParams(1, 4, 8, 8, 4, 3, 3, pt=1, pb=1, pl=1, pr=1, g=4)  # heuristic: direct
 
 
-@pytest.fixture(autouse=True)
-def cache_file(tmp_path, monkeypatch):
-    """Every test gets an empty cache directory, tuning off, no forced algorithm."""
-    monkeypatch.setenv("CNNPERF_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.delenv("CNNPERF_TUNE", raising=False)
-    monkeypatch.delenv("CNNPERF_ALGO", raising=False)
-    autotune.reset_autotune_state()
-    yield tmp_path / "cache" / autotune.CACHE_FILENAME
-    autotune.reset_autotune_state()
+pytestmark = pytest.mark.usefixtures("cache_file")  # (tests/conftest.py)
 
 
 def entry(algo: str, timestamp: str = "2025-01-01T00:00:00.000000+00:00") -> dict:

@@ -86,6 +86,11 @@ class Im2colConv(ConvAlgorithm):
 
 def gemm_into(a: np.ndarray, b: np.ndarray, g: int, out: np.ndarray) -> None:
     """``out[gi] = a[gi] @ b[gi]`` per group; a (g*M, K), b (g*K, L), out (g*M, L)."""
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN/Inf propagate, as in PyTorch
+        _gemm_into(a, b, g, out)
+
+
+def _gemm_into(a: np.ndarray, b: np.ndarray, g: int, out: np.ndarray) -> None:
     if g == 1:
         np.matmul(a, b, out=out)
         return

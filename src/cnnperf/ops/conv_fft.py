@@ -449,7 +449,10 @@ class _Parallel:
 
 
 def _matmul_into(a, b, out) -> None:
-    np.matmul(a, b, out=out)
+    # np.errstate is per thread: the caller's does not reach the pool's threads. NaN/Inf are
+    # detected after the transforms and recomputed directly.
+    with np.errstate(all="ignore"):
+        np.matmul(a, b, out=out)
 
 
 register_conv_algo(FFTConv())
