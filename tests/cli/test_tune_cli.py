@@ -20,6 +20,12 @@ SMALL = ["--layer", "1,4,8,8,4,3", "--layer", "1,6,9,9,6,3,2,1,6", "--rounds", "
 pytestmark = pytest.mark.usefixtures("cache_file")  # (tests/conftest.py)
 
 
+def test_suite_layer_names_are_accepted(capsys):
+    assert main(["tune", "--layer", "resnet18.layer4.3x3/b1", "--rounds", "1", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [r["params"]["c_in"] for r in doc["results"]] == [512]
+
+
 def test_parse_layer_defaults_and_fields():
     assert parse_layer("1,8,10,10,16,3") == ConvParams(
         1, 8, 10, 10, 16, 3, 3, pt=1, pb=1, pl=1, pr=1
@@ -32,10 +38,11 @@ def test_parse_layer_defaults_and_fields():
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("1,2,3", "expected N,C,H,W,CO,K"),
-        ("1,8,8,8,8,a", "expected N,C,H,W,CO,K"),
-        ("1,8,8,8,8,3,0", "sizes must be positive"),
-        ("1,6,8,8,6,3,1,1,4", "groups=4 must divide C=6"),
+        ("1,2,3", "bad layer spec '1,2,3': expected .*N,C,H,W,CO,K"),
+        ("1,8,8,8,8,a", "bad layer spec '1,8,8,8,8,a': expected .*N,C,H,W,CO,K"),
+        ("1,8,8,8,8,3,0", "stride and groups must be >= 1"),
+        ("1,6,8,8,6,3,1,1,4", "groups=4 must divide the input channels"),
+        ("resnet99.conv1", "unknown layer 'resnet99.conv1'"),
         ("1,4,2,2,4,5,1,0", "kernel size \\(dilated\\) \\(5, 5\\) is larger"),
     ],
 )

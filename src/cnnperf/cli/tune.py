@@ -9,11 +9,19 @@ import sys
 
 from .. import config
 from .._version import __version__
+from ..bench.suite import parse_shape_spec, select_layers
 from ..ops import autotune
-from ..ops.conv import CONV_ALGOS, conv_params
+from ..ops.conv import CONV_ALGOS
 from ..shapes import ConvParams
 
-__all__ = ["DEFAULT_LAYERS", "add_tune_parser", "parse_layer", "run_tune", "run_tune_command"]
+__all__ = [
+    "DEFAULT_LAYERS",
+    "add_tune_parser",
+    "parse_layer",
+    "parse_layers",
+    "run_tune",
+    "run_tune_command",
+]
 
 LAYER_FORMAT = "N,C,H,W,CO,K[,stride[,pad[,groups]]]"
 
@@ -30,35 +38,25 @@ DEFAULT_LAYERS = [
 
 
 def parse_layer(text: str) -> ConvParams:
-    """``"N,C,H,W,CO,K[,stride[,pad[,groups]]]"`` -> ConvParams (stride 1, pad K//2, groups 1).
+    """A shape spec ``"N,C,H,W,CO,K[,stride[,pad[,groups]]]"`` -> ConvParams (stride 1, pad K//2,
+    groups 1): the format ``cnnperf bench --layer`` reads, parsed by the same function.
 
     Example:
         >>> parse_layer("1,8,10,10,16,3,2").sh, parse_layer("1,8,10,10,16,3,2").pt
         (2, 1)
     """
-    try:
-        values = [int(v) for v in text.split(",")]
-    except ValueError:
-        values = []
-    if not 6 <= len(values) <= 9:
-        raise ValueError(f"--layer {text!r}: expected {LAYER_FORMAT} (integers)")
-    n, c, h, w, co, k = values[:6]
-    stride = values[6] if len(values) > 6 else 1
-    pad = values[7] if len(values) > 7 else k // 2
-    groups = values[8] if len(values) > 8 else 1
-    if min(n, c, h, w, co, k, stride, groups) < 1 or pad < 0:
-        raise ValueError(f"--layer {text!r}: sizes must be positive and pad non-negative")
-    if c % groups:
-        raise ValueError(f"--layer {text!r}: groups={groups} must divide C={c}")
-    try:
-        return conv_params((n, c, h, w), (co, c // groups, k, k), stride, pad, 1, groups, "tune")
-    except ValueError as e:
-        raise ValueError(f"--layer {text!r}: {e}") from None
+    return parse_shape_spec(text).params()
 
 
-def _layer_type(text: str) -> ConvParams:
+def parse_layers(text: str) -> list[ConvParams]:
+    """A ``--layer`` value: a shape spec or a ``cnnperf bench`` suite layer name (a base name
+    without ``/bN`` gives every batch size)."""
+    return [layer.params() for layer in select_layers([text])]
+
+
+def _layer_type(text: str) -> list[ConvParams]:
     try:
-        return parse_layer(text)
+        return parse_layers(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
@@ -78,7 +76,8 @@ def add_tune_parser(sub) -> argparse.ArgumentParser:
         action="append",
         type=_layer_type,
         metavar=LAYER_FORMAT,
-        help="a layer to tune (repeatable); pad defaults to K//2, stride and groups to 1",
+        help="a layer to tune (repeatable): a shape spec (pad defaults to K//2, stride and groups "
+        "to 1) or a `cnnperf bench --list` layer name",
     )
     tune.add_argument("--rounds", type=int, default=5, help="timed rounds per algorithm (5)")
     tune.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
@@ -92,7 +91,7 @@ def run_tune_command(args: argparse.Namespace) -> int:
     """Run ``cnnperf tune`` from parsed arguments (a bad --rounds or --threads: message, 2)."""
     try:
         return run_tune(
-            layers=args.layer,
+            layers=None if args.layer is None else [p for ps in args.layer for p in ps],
             rounds=args.rounds,
             threads=args.threads,
             as_json=args.json,
