@@ -224,10 +224,17 @@ def conv2d(
     bias = _check_bias(bias, p.c_out, x4.dtype, op)
     epi = parse_activation(activation, op)
     chosen = select_conv_algo(p, algo, dtype=x4.dtype)
+    out = run_conv(chosen, x4, chosen.prepare_weight(weight, p), bias, p, epi)
+    return out[0] if unbatched else out
+
+
+def run_conv(algo: ConvAlgorithm, x4: np.ndarray, w_prep, bias, p: ConvParams, epi) -> np.ndarray:
+    """Pad ``x4`` and run ``algo`` into a new (n, c_out, oh, ow) array (shared by conv2d and
+    Conv2dPlan); an empty batch returns an empty array."""
     out = np.empty(p.output_shape, dtype=x4.dtype)
     if p.n > 0:
-        chosen.run(_pad_input(x4, p), chosen.prepare_weight(weight, p), bias, p, out, epi)
-    return out[0] if unbatched else out
+        algo.run(_pad_input(x4, p), w_prep, bias, p, out, epi)
+    return out
 
 
 def _grad_input_padded(gy: np.ndarray, weight: np.ndarray, p: ConvParams, hp: int, wp: int):

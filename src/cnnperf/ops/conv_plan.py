@@ -13,7 +13,7 @@ import dataclasses
 import numpy as np
 
 from ._validate import as_batched_4d, as_float_array, check_same_dtype
-from .conv import _check_bias, _pad_input, conv_params, select_conv_algo
+from .conv import _check_bias, conv_params, run_conv, select_conv_algo
 from .epilogue import parse_activation
 
 __all__ = ["Conv2dPlan", "plan_conv2d"]
@@ -75,9 +75,7 @@ class Conv2dPlan:
             )
         if x4.shape[0] != p.n:
             p = dataclasses.replace(p, n=x4.shape[0])
-        out = np.empty(p.output_shape, dtype=x4.dtype)
-        if p.n > 0:
-            self.algorithm.run(_pad_input(x4, p), self.prepared, self.bias, p, out, self.epilogue)
+        out = run_conv(self.algorithm, x4, self.prepared, self.bias, p, self.epilogue)
         return out[0] if unbatched else out
 
     def __repr__(self) -> str:
