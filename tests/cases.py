@@ -25,6 +25,18 @@ CONV_CASES = [
     ConvCase("groups2", (2, 4, 8, 8), (6, 2, 3, 3), dict(padding=1, groups=2)),
     ConvCase("depthwise", (2, 6, 9, 9), (6, 1, 3, 3), dict(padding=1, groups=6)),
     ConvCase("depthwise_mult2_s2", (1, 4, 10, 9), (8, 1, 3, 3), dict(stride=2, groups=4)),
+    # 70 channels: one full 64-channel block of the channels-last depthwise kernel and a
+    # narrower one; stride 2 with odd padding splits columns into phases starting at phase 1
+    ConvCase(
+        "depthwise_70ch_s2", (2, 70, 9, 8), (70, 1, 3, 3), dict(stride=2, padding=1, groups=70)
+    ),
+    # an output plane above the channels-last limit (stride-phase kernel), asymmetric padding
+    ConvCase(
+        "depthwise_s2_large_plane",
+        (1, 3, 31, 34),
+        (3, 1, 3, 3),
+        dict(stride=2, padding=((1, 0), (1, 2)), groups=3),
+    ),
     ConvCase("dilation2", (1, 3, 12, 10), (4, 3, 3, 3), dict(padding=2, dilation=2)),
     ConvCase("dilation_2x3", (2, 2, 11, 12), (3, 2, 2, 3), dict(dilation=(2, 3), padding=(1, 0))),
     ConvCase("asym_padding", (2, 3, 6, 7), (2, 3, 3, 3), dict(padding=((1, 2), (0, 3)))),

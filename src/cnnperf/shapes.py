@@ -6,7 +6,7 @@ these frozen dataclasses once, at the boundary; kernels only ever see the normal
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 __all__ = [
     "ConvParams",
@@ -142,6 +142,13 @@ class ConvParams:
     @property
     def padded(self) -> bool:
         return (self.pt, self.pb, self.pl, self.pr) != (0, 0, 0, 0)
+
+    def prepadded(self) -> ConvParams:
+        """The same convolution seen from its zero-padded input: (h + pt + pb, w + pl + pr),
+        no padding, the same output."""
+        return replace(
+            self, h=self.h + self.pt + self.pb, w=self.w + self.pl + self.pr, pt=0, pb=0, pl=0, pr=0
+        )
 
     @property
     def is_depthwise(self) -> bool:

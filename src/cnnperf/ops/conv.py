@@ -229,11 +229,13 @@ def conv2d(
 
 
 def run_conv(algo: ConvAlgorithm, x4: np.ndarray, w_prep, bias, p: ConvParams, epi) -> np.ndarray:
-    """Pad ``x4`` and run ``algo`` into a new (n, c_out, oh, ow) array (shared by conv2d and
-    Conv2dPlan); an empty batch returns an empty array."""
+    """Run ``algo`` into a new (n, c_out, oh, ow) array, padding ``x4`` first unless the
+    algorithm pads as it reads (shared by conv2d and Conv2dPlan); an empty batch returns an
+    empty array."""
     out = np.empty(p.output_shape, dtype=x4.dtype)
     if p.n > 0:
-        algo.run(_pad_input(x4, p), w_prep, bias, p, out, epi)
+        x = np.ascontiguousarray(x4) if algo.pads_input else _pad_input(x4, p)
+        algo.run(x, w_prep, bias, p, out, epi)
     return out
 
 
@@ -281,12 +283,13 @@ def _grad_input_padded_winograd(gy, weight, p: ConvParams, hp: int, wp: int):
     wt = weight.reshape(g, c_out // g, cg, 3, 3).transpose(0, 2, 1, 3, 4)[..., ::-1, ::-1]
     wt = np.ascontiguousarray(wt).reshape(g * cg, c_out // g, 3, 3)  # (c_in, c_out/g, 3, 3)
     dxp = np.empty(q.output_shape, dtype=gy.dtype)
-    algo.run(_pad_input(gy, q), algo.prepare_weight(wt, q), None, q, dxp)
+    algo.run_padded(_pad_input(gy, q), algo.prepare_weight(wt, q), None, q, dxp)
     return dxp
 
 
-def _grad_weight(xp: np.ndarray, gy: np.ndarray, p: ConvParams) -> np.ndarray:
-    """``sum_b gy[b] @ cols(xp[b])^T`` per group: (c_out, c_in/g, kh, kw)."""
+def _grad_weight(x: np.ndarray, gy: np.ndarray, p: ConvParams) -> np.ndarray:
+    """``sum_b gy[b] @ cols(x[b])^T`` per group: (c_out, c_in/g, kh, kw); ``x`` (n, c_in, h, w)
+    is the unpadded input (the lowering pads as it reads)."""
     from ..kernels import sync_threads
     from ..kernels.im2col import im2col
 
@@ -297,9 +300,9 @@ def _grad_weight(xp: np.ndarray, gy: np.ndarray, p: ConvParams) -> np.ndarray:
     k = cg * p.kh * p.kw
     gw = np.zeros((g, c_out // g, k), dtype=gy.dtype)
     step = np.empty_like(gw)
-    cols = np.empty((p.c_in * p.kh * p.kw, oh * ow), dtype=xp.dtype)
+    cols = np.empty((p.c_in * p.kh * p.kw, oh * ow), dtype=x.dtype)
     for b in range(n):
-        im2col(xp[b], p.kh, p.kw, p.sh, p.sw, p.dh, p.dw, 0, oh, ow, cols)
+        im2col(x[b], p.kh, p.kw, p.sh, p.sw, p.pt, p.pl, p.dh, p.dw, 0, oh, ow, cols)
         colsT = cols.reshape(g, k, oh * ow).transpose(0, 2, 1)  # (g, oh*ow, k)
         np.matmul(gy[b].reshape(g, c_out // g, oh * ow), colsT, out=step)
         gw += step
@@ -359,7 +362,7 @@ def conv2d_backward(
         dxp = _grad_input_padded(gy, weight, p, hp, wp)
         gx = dxp[:, :, p.pt : p.pt + p.h, p.pl : p.pl + p.w]
         gx = np.ascontiguousarray(gx) if p.padded else gx
-        gw = _grad_weight(_pad_input(x4, p), gy, p)
+        gw = _grad_weight(np.ascontiguousarray(x4), gy, p)
     gb = gy.sum(axis=(0, 2, 3), dtype=np.float64).astype(x4.dtype) if bias else None
     return (gx[0] if unbatched else gx), gw, gb
 
@@ -500,14 +503,14 @@ def conv_transpose2d_backward(
         gx = np.zeros(x4.shape, dtype=x4.dtype)
         gw = np.zeros(weight.shape, dtype=x4.dtype)
     else:
-        gyp = _pad_input(gy, p)  # (n, c_out, out_h + 2ph, out_w + 2pw)
+        gyp = np.ascontiguousarray(gy)  # (n, c_out, out_h, out_w)
         full = np.empty((p.n, p.c_out, p.oh, p.ow), dtype=x4.dtype)
         CONV_ALGOS["im2col"].run(gyp, weight, None, p, full)
         # output_padding >= stride (allowed when smaller than the dilation) makes the adjoint
         # convolution one row longer than x; the extra rows belong to no input pixel.
         gx = np.ascontiguousarray(full[:, :, :h, :w])
-        # Weight gradient: the convolution weight-gradient with grad_out (padded) as the input
-        # and x as the output gradient: windows of size (h, w) over gyp.
+        # Weight gradient: the convolution weight-gradient with grad_out (padded as the lowering
+        # reads it) as the input and x as the output gradient: windows of size (h, w) over gyp.
         gw = _grad_weight(gyp, np.ascontiguousarray(x4), p)
     gb = gy.sum(axis=(0, 2, 3), dtype=np.float64).astype(x4.dtype) if bias else None
     return (gx[0] if unbatched else gx), gw, gb

@@ -351,7 +351,7 @@ class FFTConv(ConvAlgorithm):
         if not finite:
             # NaN/Inf in the input or weight, or an overflow, spread over whole tiles:
             # recompute directly so that they land only where a direct convolution puts them.
-            CONV_ALGOS["direct" if p.is_depthwise else "im2col"].run(
+            CONV_ALGOS["direct" if p.is_depthwise else "im2col"].run_padded(
                 xp, w_prep.weight, bias, p, out, epi
             )
 

@@ -222,7 +222,7 @@ class WinogradConv(ConvAlgorithm):
             # transforms; every activation keeps NaN, so the check after it sees the spread.
             # Recompute directly so non-finite values land only where a direct convolution puts
             # them (as PyTorch does).
-            CONV_ALGOS["im2col"].run(xp, w_prep.weight, bias, p, out, epi)
+            CONV_ALGOS["im2col"].run_padded(xp, w_prep.weight, bias, p, out, epi)
 
 
 class WinogradWeight:
