@@ -13,6 +13,7 @@ import sys
 import numpy as np
 import pytest
 
+from cnnperf import ops
 from cnnperf.bench import core, report
 from cnnperf.bench.peers import OrtPeer, TorchPeer, available_peers
 from cnnperf.bench.progress import ProgressBar
@@ -273,7 +274,7 @@ def test_every_covering_algorithm_auto_and_both_peers_run_and_agree():
     for r in result.layers:
         p = r.layer.params()
         covering = [name for name, algo in CONV_ALGOS.items() if algo.why_not(p) is None]
-        assert list(r.engines) == covering + ["auto", "torch", "ort"]
+        assert list(r.engines) == covering + ["auto", "plan", "torch", "ort"]
         assert r.reference == "torch"
         for name, res in r.engines.items():
             assert res.error is None, (name, res.error)
@@ -282,7 +283,10 @@ def test_every_covering_algorithm_auto_and_both_peers_run_and_agree():
             assert len(res.times_s) == 2 and res.first_call_s > 0
         assert r.auto_algo in CONV_ALGOS
         assert r.engines["auto"].algo == r.auto_algo
+        # the plan's algorithm is the one select_conv_algo picks for a prepared weight
+        assert r.engines["plan"].algo == ops.select_conv_algo(p, weight_prepared=True).name
         assert r.ratio("torch") > 0 and r.ratio("ort") > 0
+        assert r.ratio("torch", "plan") > 0 and r.ratio("ort", "plan") > 0
         assert r.best_cnnperf() in covering
     assert not result.notes
 
@@ -371,17 +375,20 @@ def test_table_summary_and_json_are_well_formed():
     for col in ("layer", "shape", "GFLOP", "auto", "torch", "ort", "%peak", "best"):
         assert col in header
     assert "auto/torch" in header and "auto/ort" in header
+    assert "plan/torch" in header and "plan/ort" in header and "plan" in header
     assert len(table) == 2 + len(TINY)
     assert table[2].startswith("custom.2,6,9,9,4,3")
     summary = report.summarize(result)
     assert summary["layers"] == 2
     assert set(summary["geomean"]) == {"torch", "ort"}
     assert summary["by_tag"]["depthwise"]["layers"] == 1
+    assert set(summary["plan"]["geomean"]) == {"torch", "ort"}
+    assert summary["plan"]["by_tag"]["depthwise"]["layers"] == 1
     text = report.format_summary(result, summary)
-    assert "geometric" in text and "worst vs torch" in text
+    assert "geometric" in text and "worst auto vs torch" in text and "worst plan vs ort" in text
 
     data = json.loads(json.dumps(report.to_json(result, summary), allow_nan=False))
-    assert data["schema"] == "cnnperf-bench/1"
+    assert data["schema"] == "cnnperf-bench/2"
     m = data["machine"]
     for key in ("cpu", "cores", "threads", "peak_gflops", "versions", "python"):
         assert key in m
@@ -395,7 +402,7 @@ def test_table_summary_and_json_are_well_formed():
         "stride": 1, "padding": 1, "groups": 1,
     }  # fmt: skip
     assert layer["flops"] == 2 * 2 * 4 * 6 * 9 * 9 * 9
-    assert set(layer["ratios"]) == {"auto/torch", "auto/ort"}
+    assert set(layer["ratios"]) == {"auto/torch", "auto/ort", "plan/torch", "plan/ort"}
     for name, eng in layer["engines"].items():
         assert len(eng["times_s"]) == eng["rounds"] == 2
         assert eng["median_s"] == pytest.approx(float(np.median(eng["times_s"])))

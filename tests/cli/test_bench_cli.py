@@ -36,14 +36,14 @@ def test_table_and_summary_on_stdout(capsys):
         assert col in header.split()
     assert any(line.startswith("custom.1,4,8,8,4,3 ") for line in lines)
     assert any(line.startswith("custom.1,4,8,8,4,1,2,0 ") for line in lines)
-    assert "geometric" in out and "worst vs ort" in out
+    assert "geometric" in out and "worst auto vs ort" in out
 
 
 def test_json_to_stdout_is_pure_json(capsys):
     assert bench("--layer", SPEC, "--json", "-", "--engines", "auto,torch") == 0
     captured = capsys.readouterr()
     data = json.loads(captured.out)
-    assert data["schema"] == "cnnperf-bench/1"
+    assert data["schema"] == "cnnperf-bench/2"
     assert list(data["layers"][0]["engines"]) == ["auto", "torch"]
     assert data["machine"]["peak_gflops"] == 100.0
     assert "cnnperf bench:" in captured.err  # the table went to stderr

@@ -149,6 +149,7 @@ def test_auto_selection(params, expected, monkeypatch):
 
 RESNET_512_7 = ConvParams(1, 512, 7, 7, 512, 3, 3, 1, 1, 1, 1, 1, 1)
 ALEXNET_CONV2 = ConvParams(8, 64, 27, 27, 192, 5, 5, 1, 1, 2, 2, 2, 2)
+ALEXNET_CONV2_B1 = ConvParams(1, 64, 27, 27, 192, 5, 5, 1, 1, 2, 2, 2, 2)
 
 
 @pytest.mark.parametrize(
@@ -156,7 +157,8 @@ ALEXNET_CONV2 = ConvParams(8, 64, 27, 27, 192, 5, 5, 1, 1, 2, 2, 2, 2)
     [
         (RESNET_512_7, False, "im2col"),  # eager: the weight transform would not pay off
         (RESNET_512_7, True, "winograd"),  # a plan transforms the weight once
-        (ALEXNET_CONV2, False, "im2col"),  # eager 5x5: the spectrum would not pay off
+        (ALEXNET_CONV2_B1, False, "im2col"),  # eager 5x5, batch 1: the spectrum does not pay
+        (ALEXNET_CONV2, False, "fft"),  # eager 5x5, batch 8: it does
         (ALEXNET_CONV2, True, "fft"),
         (ConvParams(1, 64, 56, 56, 64, 7, 7, 1, 1, 3, 3, 3, 3), False, "fft"),  # 7x7 stride 1
     ],

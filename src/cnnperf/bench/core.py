@@ -84,7 +84,7 @@ class LayerResult:
         cands = [
             (res.median_s, name)
             for name, res in self.engines.items()
-            if res.kind == "cnnperf" and name != "auto" and res.timed and res.ok
+            if res.kind == "cnnperf" and name not in SELECTING_ENGINES and res.timed and res.ok
         ]
         return min(cands)[1] if cands else None
 
@@ -122,8 +122,15 @@ def layer_inputs(layer: BenchLayer, seed: int = 0):
     return x, w, b
 
 
+# Engines that choose their algorithm: ``auto`` is eager ``conv2d(algo="auto")``, which
+# prepares the weight on every call (as a training step must: its weight changes); ``plan`` is
+# ``plan_conv2d`` (algorithm chosen and weight transformed once, as an inference graph runs it,
+# and as ONNX Runtime's session pre-packs its weights).
+SELECTING_ENGINES = ("auto", "plan")
+
+
 def cnnperf_engines(x, w, b, layer: BenchLayer) -> tuple[list[Engine], dict[str, str]]:
-    """One engine per registered algorithm that covers the layer, then ``auto``.
+    """One engine per registered algorithm that covers the layer, then ``auto`` and ``plan``.
 
     Returns (engines, {algorithm: why it does not cover the layer}).
     """
@@ -146,6 +153,8 @@ def cnnperf_engines(x, w, b, layer: BenchLayer) -> tuple[list[Engine], dict[str,
     engines.append(
         Engine("auto", lambda: ops.conv2d(x, w, b, **kwargs, algo="auto"), label="cnnperf auto")
     )
+    plan = ops.plan_conv2d(w, b, **kwargs, input_shape=x.shape)
+    engines.append(Engine("plan", lambda: plan(x), label="cnnperf plan", algo=plan.algorithm.name))
     return engines, unsupported
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
-from .core import BenchRun, LayerResult
+from .core import SELECTING_ENGINES, BenchRun, LayerResult
 
 __all__ = [
     "SCHEMA",
@@ -19,7 +19,7 @@ __all__ = [
     "geomean",
 ]
 
-SCHEMA = "cnnperf-bench/1"
+SCHEMA = "cnnperf-bench/2"  # 2: the plan engine, summary["plan"], ratios "plan/<peer>"
 
 
 def geomean(values) -> float | None:
@@ -31,14 +31,14 @@ def geomean(values) -> float | None:
 
 
 def engine_columns(run: BenchRun) -> list[str]:
-    """Engine names in column order: cnnperf algorithms as registered, auto, then the peers."""
+    """Engine names in column order: cnnperf algorithms as registered, auto, plan, the peers."""
     seen: dict[str, str] = {}
     for r in run.layers:
         for name, res in r.engines.items():
             seen.setdefault(name, res.kind)
-    cnn = [n for n, k in seen.items() if k == "cnnperf" and n != "auto"]
-    tail = (["auto"] if "auto" in seen else []) + [n for n, k in seen.items() if k == "peer"]
-    return cnn + tail
+    cnn = [n for n, k in seen.items() if k == "cnnperf" and n not in SELECTING_ENGINES]
+    tail = [n for n in SELECTING_ENGINES if n in seen]
+    return cnn + tail + [n for n, k in seen.items() if k == "peer"]
 
 
 def _ms(r: LayerResult, name: str) -> str:
@@ -65,8 +65,10 @@ def _peak_pct(gflops: float | None, peak: float | None) -> str:
 
 def format_table(run: BenchRun) -> str:
     """One row per layer: median ms of every engine, auto's GFLOP/s and % of peak, the best
-    cnnperf algorithm, auto's time over each peer's, and the algorithm auto picked."""
+    cnnperf algorithm, auto's (and plan's) time over each peer's, and the algorithm each
+    picked."""
     cols = engine_columns(run)
+    sel = [e for e in SELECTING_ENGINES if e in cols]
     peers = [c for c in cols if c in run.peers]
     name_w = max([len("layer")] + [len(r.layer.name) for r in run.layers])
     shape_w = max([len("shape")] + [len(r.layer.describe()) for r in run.layers])
@@ -75,8 +77,8 @@ def format_table(run: BenchRun) -> str:
     header = f"{'layer':<{name_w}}  {'shape':<{shape_w}} {'GFLOP':>7}"
     header += "".join(f"{c:>{widths[c]}}" for c in cols)
     header += f"{'auto GF/s':>11}{'%peak':>6}  {'best':<{best_w}}"
-    header += "".join(f"{'auto/' + p:>{max(9, len(p) + 6)}}" for p in peers)
-    header += "  auto picks"
+    header += "".join(f"{e + '/' + p:>{max(9, len(e + p) + 2)}}" for e in sel for p in peers)
+    header += "".join(f"  {e} picks" for e in sel)
     lines = [header, "-" * len(header)]
     for r in run.layers:
         row = f"{r.layer.name:<{name_w}}  {r.layer.describe():<{shape_w}} {r.gflop:>7.3f}"
@@ -84,8 +86,12 @@ def format_table(run: BenchRun) -> str:
         g = r.gflops("auto")
         row += f"{'-' if g is None else f'{g:.1f}':>11}{_peak_pct(g, run.peak_gflops):>6}"
         row += f"  {r.best_cnnperf() or '-':<{best_w}}"
-        row += "".join(f"{_ratio(r.ratio(p)):>{max(9, len(p) + 6)}}" for p in peers)
-        row += f"  {r.auto_algo or '-'}"
+        row += "".join(
+            f"{_ratio(r.ratio(p, e)):>{max(9, len(e + p) + 2)}}" for e in sel for p in peers
+        )
+        for e in sel:
+            algo = r.auto_algo if e == "auto" else r.engines[e].algo if e in r.engines else None
+            row += f"  {algo or '-':<{len(e) + 6}}"
         lines.append(row)
     return "\n".join(lines)
 
@@ -107,7 +113,7 @@ def format_detail(run: BenchRun) -> str:
             g = r.gflops(name)
             err = "ref" if name == r.reference else f"{res.rel_err:.1e}"
             err += "!" if res.ok is False else ""
-            label = res.label + (f" ({res.algo})" if name == "auto" and res.algo else "")
+            label = res.label + (f" ({res.algo})" if name in SELECTING_ENGINES and res.algo else "")
             lines.append(
                 f"  {label:<24}"
                 f"{'-' if med is None else f'{med * 1e3:.3f}':>11}"
@@ -123,28 +129,14 @@ def format_detail(run: BenchRun) -> str:
 
 
 def summarize(run: BenchRun, worst: int = 3) -> dict:
-    """Geometric means of time(auto)/time(peer) over the suite and per tag, and the worst layers.
+    """Geometric means of time(auto)/time(peer) over the suite and per tag, and the worst layers;
+    the same for ``plan`` under ``"plan"`` when it ran.
 
     Also lists the layers where auto was clearly slower than the fastest cnnperf algorithm.
     """
-    peers = list(run.peers)
-    out: dict = {"layers": len(run.layers), "geomean": {}, "by_tag": {}, "worst": {}}
-    for peer in peers:
-        out["geomean"][peer] = geomean(r.ratio(peer) for r in run.layers)
-        ranked = sorted(
-            ((r.ratio(peer), r.layer.name) for r in run.layers if r.ratio(peer) is not None),
-            reverse=True,
-        )
-        out["worst"][peer] = [{"layer": n, "ratio": v} for v, n in ranked[:worst]]
-    groups: dict[str, list[LayerResult]] = defaultdict(list)
-    for r in run.layers:
-        for tag in r.layer.tags:
-            groups[tag].append(r)
-    for tag in sorted(groups):
-        entry = {"layers": len(groups[tag])}
-        for peer in peers:
-            entry[peer] = geomean(r.ratio(peer) for r in groups[tag])
-        out["by_tag"][tag] = entry
+    out: dict = {"layers": len(run.layers), **_ratios(run, "auto", worst)}
+    if any("plan" in r.engines for r in run.layers):
+        out["plan"] = _ratios(run, "plan", worst)
     misses = []
     for r in run.layers:
         best = r.best_cnnperf()
@@ -161,6 +153,33 @@ def summarize(run: BenchRun, worst: int = 3) -> dict:
     return out
 
 
+def _ratios(run: BenchRun, engine: str, worst: int) -> dict:
+    """time(engine)/time(peer): geometric means over all layers and per tag, the worst layers."""
+    peers = list(run.peers)
+    out: dict = {"geomean": {}, "by_tag": {}, "worst": {}}
+    for peer in peers:
+        out["geomean"][peer] = geomean(r.ratio(peer, engine) for r in run.layers)
+        ranked = sorted(
+            (
+                (r.ratio(peer, engine), r.layer.name)
+                for r in run.layers
+                if r.ratio(peer, engine) is not None
+            ),
+            reverse=True,
+        )
+        out["worst"][peer] = [{"layer": n, "ratio": v} for v, n in ranked[:worst]]
+    groups: dict[str, list[LayerResult]] = defaultdict(list)
+    for r in run.layers:
+        for tag in r.layer.tags:
+            groups[tag].append(r)
+    for tag in sorted(groups):
+        entry = {"layers": len(groups[tag])}
+        for peer in peers:
+            entry[peer] = geomean(r.ratio(peer, engine) for r in groups[tag])
+        out["by_tag"][tag] = entry
+    return out
+
+
 def format_summary(run: BenchRun, summary: dict | None = None) -> str:
     s = summary or summarize(run)
     peers = list(run.peers)
@@ -169,22 +188,29 @@ def format_summary(run: BenchRun, summary: dict | None = None) -> str:
         lines.append("No peer ran (PyTorch / ONNX Runtime missing or excluded): no ratios.")
     else:
         labels = ", ".join(f"{p} = {run.peers[p]}" for p in peers)
+        sections = [("auto", s)] + ([("plan", s["plan"])] if "plan" in s else [])
+        engines = " and ".join(f"cnnperf {e}" for e, _ in sections)
         lines.append(
-            f"Summary over {s['layers']} layer(s): time(cnnperf auto) / time(peer), geometric "
-            f"mean; below 1 means cnnperf is faster ({labels})"
+            f"Summary over {s['layers']} layer(s): time({engines}) / time(peer), geometric "
+            f"mean; below 1 means cnnperf is faster ({labels}); auto = eager conv2d, weight "
+            f"prepared per call; plan = plan_conv2d, weight prepared once"
         )
-        head = f"  {'tag':<20}{'layers':>7}" + "".join(f"{'auto/' + p:>12}" for p in peers)
+        head = f"  {'tag':<20}{'layers':>7}"
+        head += "".join(f"{e + '/' + p:>12}" for e, _ in sections for p in peers)
         lines.append(head)
         row = f"  {'all':<20}{s['layers']:>7}"
-        row += "".join(f"{_ratio(s['geomean'][p]):>12}" for p in peers)
+        row += "".join(f"{_ratio(sec['geomean'][p]):>12}" for _, sec in sections for p in peers)
         lines.append(row)
         for tag, entry in s["by_tag"].items():
             row = f"  {tag:<20}{entry['layers']:>7}"
-            row += "".join(f"{_ratio(entry[p]):>12}" for p in peers)
+            row += "".join(
+                f"{_ratio(sec['by_tag'][tag][p]):>12}" for _, sec in sections for p in peers
+            )
             lines.append(row)
-        for p in peers:
-            worst = ", ".join(f"{w['layer']} {w['ratio']:.2f}" for w in s["worst"][p])
-            lines.append(f"  worst vs {p}: {worst or '-'}")
+        for e, sec in sections:
+            for p in peers:
+                worst = ", ".join(f"{w['layer']} {w['ratio']:.2f}" for w in sec["worst"][p])
+                lines.append(f"  worst {e} vs {p}: {worst or '-'}")
     if s["auto_not_best"]:
         lines.append("auto was slower than the fastest cnnperf algorithm on:")
         for m in s["auto_not_best"]:
@@ -245,7 +271,12 @@ def to_json(run: BenchRun, summary: dict | None = None) -> dict:
                 "auto_algo": r.auto_algo,
                 "reference": r.reference,
                 "best_cnnperf": r.best_cnnperf(),
-                "ratios": {f"auto/{p}": r.ratio(p) for p in run.peers},
+                "ratios": {
+                    f"{e}/{p}": r.ratio(p, e)
+                    for e in SELECTING_ENGINES
+                    if e in r.engines
+                    for p in run.peers
+                },
                 "engines": {name: _engine_json(r, name, run) for name in r.engines},
                 "unsupported": dict(r.unsupported),
             }

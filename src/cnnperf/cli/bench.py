@@ -179,7 +179,7 @@ def run_bench_command(args, *, top_level: bool = False, out=None, err=None) -> i
     engines = None
     if args.engines:
         engines = tuple(e.strip() for e in args.engines.split(",") if e.strip())
-        known = [*CONV_ALGOS, "auto", "torch", "ort"]
+        known = [*CONV_ALGOS, "auto", "plan", "torch", "ort"]
         bad = [e for e in engines if e not in known]
         if bad or not engines:
             error(f"--engines: unknown engine(s) {bad or [args.engines]}; choose from {known}")

@@ -87,6 +87,11 @@ Losses: 5x5 with 16 channels at 28x28 n=1 0.79x (1.60x at n=8); 5x5 64->64 at 7x
 5x5 256->256 at 14x14 n=1 0.97x (the 24 MB weight spectrum is streamed per call); c_in=3 first
 layers (11x11 on 32x32 n=8 0.68x, 7x7 on 224x224 n=1 0.25x); 3x3 64->64 at 56x56 0.97x (n=1)
 and 0.73x (n=8); 5x5 depthwise 0.35x against the direct kernel.
+
+Eager 5x5 calls (weight spectrum computed per call) against eager im2col, re-measured with the
+padding-free im2col (min of 2 x 10 rounds, 2 threads): 64->192 at 27x27 n=8 1.27x, 48->64 at
+35x35 n=8 1.10x and n=2 1.24x; losses at n=1 (0.72-0.99x) and with 32 input channels (32->96 at
+28x28: 0.94x at n=8, 1.07x at n=4).
 """
 
 # Cost model used to choose the tile size. Per-core rates measured single-threaded on the 2-core
@@ -223,8 +228,9 @@ def fft_wins(p: ConvParams, weight_prepared: bool = True) -> bool:
 
     Stride 1, at least 5x5 taps (any dilation), at least 32 channels per group on the input
     and the output side, and at least 256 output positions per call (n*oh*ow). When the weight
-    spectrum is computed on every call (eager ``conv2d`` without a cache) it only paid off for
-    kernels of 7x7 and larger.
+    spectrum is computed on every call (eager ``conv2d`` without a cache) it paid off for
+    kernels of 7x7 and larger, and for 5x5 only with at least 48 input channels per group and
+    2048 output positions per call (``CHOICE_NOTE``, last paragraph).
 
     Example:
         >>> from cnnperf.shapes import ConvParams
@@ -237,7 +243,9 @@ def fft_wins(p: ConvParams, weight_prepared: bool = True) -> bool:
         return False
     if p.c_in // p.g < 32 or p.c_out // p.g < 32 or p.n * p.oh * p.ow < 256:
         return False
-    return weight_prepared or min(p.kh, p.kw) >= 7
+    if weight_prepared or min(p.kh, p.kw) >= 7:
+        return True
+    return p.c_in // p.g >= 48 and p.n * p.oh * p.ow >= 2048
 
 
 @lru_cache(maxsize=64)
