@@ -138,6 +138,9 @@ def test_algorithm_that_does_not_cover_a_case_raises_not_implemented(monkeypatch
         (ConvParams(1, 64, 56, 56, 64, 3, 3, pt=1, pb=1, pl=1, pr=1), "winograd"),  # ResNet 3x3
         (ConvParams(1, 256, 56, 56, 64, 1, 1), "im2col"),  # ResNet-50 1x1: a plain GEMM
         (ConvParams(1, 3, 224, 224, 64, 7, 7, 2, 2, 3, 3, 3, 3), "im2col"),  # ResNet stem
+        (ConvParams(8, 3, 224, 224, 64, 7, 7, 2, 2, 3, 3, 3, 3), "im2col"),
+        (ConvParams(8, 3, 224, 224, 32, 3, 3, 2, 2, 1, 1, 1, 1), "direct"),  # MobileNet stem
+        (ConvParams(1, 3, 224, 224, 32, 3, 3, 2, 2, 1, 1, 1, 1), "im2col"),
         (ConvParams(1, 144, 56, 56, 144, 3, 3, 1, 1, 1, 1, 1, 1, g=144), "direct"),  # depthwise
         (ConvParams(8, 32, 112, 112, 32, 3, 3, 1, 1, 1, 1, 1, 1, g=32), "direct"),  # depthwise
     ],

@@ -8,11 +8,15 @@ Runtime's MLAS use for depthwise convolution (NCHWc; e.g. Zhang et al., "High Pe
 Depthwise and Pointwise Convolutions on Mobile Devices", AAAI 2020).
 
 Each parallel task takes one image and a block of ``cb`` channels:
-1. gather the block into a zero-padded, channels-last buffer ``t`` (hp, wp, cb) in L1/L2 (the
-   only transpose: NCHW in, NCHW out, nothing else changes layout);
-2. for each output pixel, accumulate the kh*kw taps as ``cb``-wide vector FMAs
-   ``acc[:] += w[i, j, :] * t[y*sh + i*dh, x*sw + j*dw, :]``;
-3. write ``act(acc + bias)`` to the block's output planes at that pixel.
+
+1. Gather the block into a zero-padded, channels-last buffer whose columns are split into stride
+   phases: ``t[r, (j % sw), v, c] = xp[c, r, v*sw + (j % sw)]`` (the only transpose: NCHW in,
+   NCHW out). For a tap (i, j), the ``ow * cb`` values an output row reads are then one
+   contiguous run: row ``y*sh + i*dh``, phase ``(j*dw) % sw``, from column ``(j*dw) // sw``.
+2. The weight of each tap is tiled ``ow`` times along that run (once per task), so one output
+   row of every channel in the block is ``sum_taps w_tiled[tap] * run[tap]``: a single loop of
+   ``ow * cb`` lanes with all the taps of a 3x3 kernel fused, instead of ``cb`` loops of ``ow``.
+3. Write ``act(acc + bias)`` back to the block's NCHW output planes.
 """
 
 from __future__ import annotations
@@ -23,16 +27,16 @@ from numba import njit, prange
 from . import FASTMATH
 from .epilogue import act_scalar
 
-__all__ = ["depthwise_conv2d_cl", "CL_BLOCK"]
+__all__ = ["depthwise_conv2d_cl", "tile_weight", "CL_BLOCK"]
 
-# Channels per task: 64 float32 lanes = 8 AVX2 vectors of accumulators; the padded block of a
-# 14x14 plane is then 16*16*64*4 = 64 KiB (L2).
+# Channels per task: 64 float32 lanes = 8 AVX2 vectors; the padded block of a 14x14 plane is
+# then 16*16*64*4 = 64 KiB (L2), and one output row of 14 pixels 3.5 KiB.
 CL_BLOCK = 64
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH, error_model="numpy")
 def depthwise_conv2d_cl(
-    x, w_cl, bias, sh, sw, pt, pl, hp, wp, dh, dw, cb, runs, act, alpha, out
+    x, w_tiled, b_tiled, kh, kw, sh, sw, pt, pl, hp, wp, dh, dw, cb, runs, act, alpha, out
 ):  # pragma: no cover - compiled
     """Depthwise convolution (groups == c_in == c_out) with zero padding, fused bias and
     activation: ``out[b, c, y, x] = act(bias[c] + sum_{i,j} w[c, 0, i, j] *
@@ -40,8 +44,10 @@ def depthwise_conv2d_cl(
 
     Args:
         x: input (n, c, h, w), contiguous, not padded.
-        w_cl: the weight channels-last, (kh, kw, c).
-        bias: (c,) (zeros when the convolution has none).
+        w_tiled: the weight tiled along output rows (nb, kh*kw, ow*cb), from
+            :func:`tile_weight` (step 2).
+        b_tiled: the bias likewise, (nb, ow*cb).
+        kh, kw: kernel size.
         sh, sw, pt, pl, hp, wp, dh, dw: stride, top/left padding, padded size, dilation.
         cb: channels per task.
         runs: runs of consecutive tasks dealt out to the threads (buffers allocated per run).
@@ -49,44 +55,99 @@ def depthwise_conv2d_cl(
         out: (n, c, oh, ow), written completely.
     """
     n, c, h, wi = x.shape
-    kh, kw, _ = w_cl.shape
     oh = out.shape[2]
     ow = out.shape[3]
+    wq = (wp + sw - 1) // sw  # columns per phase
     nb = (c + cb - 1) // cb
     tasks = n * nb
     runs = min(tasks, max(1, runs))
+    lanes = ow * cb
     for rn in prange(runs):
-        t = np.zeros((hp, wp, cb), dtype=x.dtype)  # borders stay zero: every task writes only
-        acc = np.empty((ow, cb), dtype=out.dtype)  # the interior of its own block
+        t = np.zeros((hp, sw, wq * cb), dtype=x.dtype)
+        acc = np.empty(lanes, dtype=out.dtype)
         for task in range(rn * tasks // runs, (rn + 1) * tasks // runs):
             b = task // nb
             c0 = (task % nb) * cb
             m = min(cb, c - c0)
-            if m < cb:  # the last, narrower block: lanes past m must not keep stale values
+            if m < cb:  # a narrower last block: lanes past m hold zeros, never stale values
                 t[:] = 0.0
-            for cc in range(m):
-                plane = x[b, c0 + cc]
-                for r in range(h):
-                    for col in range(wi):
-                        t[r + pt, col + pl, cc] = plane[r, col]
-            bv = bias[c0 : c0 + m]
+            _gather_cl(x, b, c0, m, cb, h, wi, pt, pl, sw, wq, t)
+            wt = w_tiled[task % nb]  # (kh*kw, lanes), C-contiguous: rows vectorise
+            bt = b_tiled[task % nb]
             for y in range(oh):
-                for xo in range(ow):
-                    for cc in range(m):
-                        acc[xo, cc] = bv[cc]
-                for i in range(kh):
-                    trow = t[y * sh + i * dh]
-                    for j in range(kw):
-                        wv = w_cl[i, j, c0 : c0 + m]
-                        for xo in range(ow):
-                            q = xo * sw + j * dw
-                            for cc in range(m):
-                                acc[xo, cc] += wv[cc] * trow[q, cc]
+                if kw == 3:
+                    # a row of three taps per pass: more arrays in one loop exceed LLVM's
+                    # runtime alias-check budget and the loop stays scalar (measured 4x slower)
+                    for i in range(kh):
+                        r = y * sh + i * dh
+                        r0 = _run(t, r, 0, sw, dw, cb, lanes)
+                        r1 = _run(t, r, 1, sw, dw, cb, lanes)
+                        r2 = _run(t, r, 2, sw, dw, cb, lanes)
+                        w0 = wt[3 * i]
+                        w1 = wt[3 * i + 1]
+                        w2 = wt[3 * i + 2]
+                        if i == 0:
+                            for q in range(lanes):
+                                acc[q] = bt[q] + w0[q] * r0[q] + w1[q] * r1[q] + w2[q] * r2[q]
+                        else:
+                            for q in range(lanes):
+                                acc[q] += w0[q] * r0[q] + w1[q] * r1[q] + w2[q] * r2[q]
+                else:
+                    for q in range(lanes):
+                        acc[q] = bt[q]
+                    for tap in range(kh * kw):
+                        rr = _run(t, y * sh + (tap // kw) * dh, tap % kw, sw, dw, cb, lanes)
+                        wr = wt[tap]
+                        for q in range(lanes):
+                            acc[q] += wr[q] * rr[q]
+                # step 3: back to NCHW, with the activation
                 for cc in range(m):
                     orow = out[b, c0 + cc, y]
                     if act == 0:
                         for xo in range(ow):
-                            orow[xo] = acc[xo, cc]
+                            orow[xo] = acc[xo * cb + cc]
                     else:
                         for xo in range(ow):
-                            orow[xo] = act_scalar(float(acc[xo, cc]), act, alpha)
+                            orow[xo] = act_scalar(float(acc[xo * cb + cc]), act, alpha)
+
+
+@njit(cache=True, inline="always")
+def _run(t, r, j, sw, dw, cb, lanes):  # pragma: no cover - compiled
+    """The ``lanes`` = ow*cb contiguous values tap column ``j`` reads along padded row ``r``."""
+    start = ((j * dw) // sw) * cb
+    return t[r, (j * dw) % sw, start : start + lanes]
+
+
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _gather_cl(x, b, c0, m, cb, h, wi, pt, pl, sw, wq, t):  # pragma: no cover - compiled
+    """Step 1: channels ``[c0, c0 + m)`` of image ``b`` into ``t`` (hp, sw, wq*cb), channels
+    last, columns split into stride phases; the padding positions are left as they are (zero)."""
+    # channels innermost: the writes run along t's rows; the reads hop between the block's
+    # planes, but each plane's current cache line is reused by the next column
+    xb = x[b]
+    for r in range(h):
+        trow = t[r + pt]
+        for col in range(wi):
+            pc = col + pl
+            dst = trow[pc % sw, (pc // sw) * cb : (pc // sw) * cb + m]
+            for cc in range(m):
+                dst[cc] = xb[c0 + cc, r, col]
+
+
+def tile_weight(weight: np.ndarray, bias: np.ndarray, ow: int, cb: int = CL_BLOCK):
+    """Step 2's operands: ``weight`` (c, 1, kh, kw) as (nb, kh*kw, ow*cb) and ``bias`` (c,) as
+    (nb, ow*cb): channel block ``k`` of tap ``i*kw + j`` repeated for each of the ``ow`` output
+    columns, channels past ``c`` zero. Plain NumPy: it depends on the weight only."""
+    c, _, kh, kw = weight.shape
+    nb = -(-c // cb)
+    wc = np.zeros((kh * kw, nb * cb), dtype=weight.dtype)
+    wc[:, :c] = weight.reshape(c, kh * kw).T
+    bc = np.zeros(nb * cb, dtype=weight.dtype)
+    bc[:c] = bias
+    wc = wc.reshape(kh * kw, nb, cb).transpose(1, 0, 2)  # (nb, kh*kw, cb)
+    w_t = np.broadcast_to(wc.reshape(nb, kh * kw, 1, cb), (nb, kh * kw, ow, cb))
+    b_t = np.broadcast_to(bc.reshape(nb, 1, cb), (nb, ow, cb))
+    return (
+        np.ascontiguousarray(w_t).reshape(nb, kh * kw, ow * cb),
+        np.ascontiguousarray(b_t).reshape(nb, ow * cb),
+    )

@@ -36,11 +36,15 @@ from numba import njit, prange
 from . import FASTMATH
 from .epilogue import act_scalar
 
-__all__ = ["conv2d_direct", "DIRECT_CHUNK"]
+__all__ = ["conv2d_direct", "DIRECT_CHUNK", "OC_UNROLL"]
 
 # Flat outputs accumulated per pass over the taps: 1024 float32 accumulators (4 KiB) plus the
 # phase rows they read stay in a 32 KiB L1 data cache.
 DIRECT_CHUNK = 1024
+
+# Output channels computed together, sharing each load of the input (register blocking). Four
+# float32 accumulator rows of a chunk are 16 KiB, still within L1 with the rows they read.
+OC_UNROLL = 4
 
 
 @njit(cache=True, inline="always")
@@ -137,7 +141,7 @@ def conv2d_direct(
     runs = min(tasks, max(1, runs))
     for rn in prange(runs):
         buf = np.empty((cg * nph, hq * wq), dtype=x.dtype)
-        acc = np.empty(flat, dtype=out.dtype)
+        acc = np.empty((OC_UNROLL, flat), dtype=out.dtype)
         for t in range(rn * tasks // runs, (rn + 1) * tasks // runs):
             _direct_task(
                 x,
@@ -209,16 +213,37 @@ def _direct_task(
     nph = sh * sw
     _fill_phases(x, b, gi * cg, cg, h, wi, sh, sw, pt, pl, hq, wq, buf)
     oc_end = min(co_g, (blk + 1) * ocb)
-    for ocl in range(blk * ocb, oc_end):
-        oc = gi * co_g + ocl
+    wl = np.zeros((OC_UNROLL, cg, kh, kw), dtype=w.dtype)
+    for oc0 in range(blk * ocb, oc_end, OC_UNROLL):
+        # OC_UNROLL output channels per pass share every load of the input; channels past the
+        # block's end get zero weights and are not written out.
+        nu = min(OC_UNROLL, oc_end - oc0)
+        wl[:] = 0.0
+        for u in range(nu):
+            wl[u] = w[gi * co_g + oc0 + u]
         for k0 in range(0, flat, DIRECT_CHUNK):
             m = min(DIRECT_CHUNK, flat - k0)
-            dst = acc[k0 : k0 + m]
-            dst[:] = bias[oc]
+            d0 = acc[0, k0 : k0 + m]
+            d1 = acc[1, k0 : k0 + m]
+            d2 = acc[2, k0 : k0 + m]
+            d3 = acc[3, k0 : k0 + m]
+            b0 = bias[gi * co_g + oc0]
+            b1 = bias[gi * co_g + oc0 + 1] if nu > 1 else 0.0
+            b2 = bias[gi * co_g + oc0 + 2] if nu > 2 else 0.0
+            b3 = bias[gi * co_g + oc0 + 3] if nu > 3 else 0.0
+            if nu == 1:
+                for q in range(m):
+                    d0[q] = b0
+            else:
+                for q in range(m):
+                    d0[q] = b0
+                    d1[q] = b1
+                    d2[q] = b2
+                    d3[q] = b3
             for ic in range(cg):
                 base = ic * nph
-                if kh == 3 and kw == 3:
-                    # all nine taps in one pass: the accumulator is read and written once
+                if kh == 3 and kw == 3 and nu == 1:
+                    # one channel (depthwise): all nine taps in one pass over the accumulator
                     s00 = _tap(buf, base, 0, 0, sh, sw, dh, dw, wq, k0, m)
                     s01 = _tap(buf, base, 0, 1, sh, sw, dh, dw, wq, k0, m)
                     s02 = _tap(buf, base, 0, 2, sh, sw, dh, dw, wq, k0, m)
@@ -228,29 +253,57 @@ def _direct_task(
                     s20 = _tap(buf, base, 2, 0, sh, sw, dh, dw, wq, k0, m)
                     s21 = _tap(buf, base, 2, 1, sh, sw, dh, dw, wq, k0, m)
                     s22 = _tap(buf, base, 2, 2, sh, sw, dh, dw, wq, k0, m)
-                    wk = w[oc, ic]
+                    wk = wl[0, ic]
                     w00, w01, w02 = wk[0, 0], wk[0, 1], wk[0, 2]
                     w10, w11, w12 = wk[1, 0], wk[1, 1], wk[1, 2]
                     w20, w21, w22 = wk[2, 0], wk[2, 1], wk[2, 2]
                     for q in range(m):
-                        dst[q] += (
+                        d0[q] += (
                             w00 * s00[q] + w01 * s01[q] + w02 * s02[q]
                             + w10 * s10[q] + w11 * s11[q] + w12 * s12[q]
                             + w20 * s20[q] + w21 * s21[q] + w22 * s22[q]
                         )  # fmt: skip
                 else:
                     for i in range(kh):
-                        for j in range(kw):
-                            src = _tap(buf, base, i, j, sh, sw, dh, dw, wq, k0, m)
-                            wv = w[oc, ic, i, j]
+                        if kw == 3:
+                            # a row of three taps for four channels: 3 loads feed 12 FMAs
+                            s0 = _tap(buf, base, i, 0, sh, sw, dh, dw, wq, k0, m)
+                            s1 = _tap(buf, base, i, 1, sh, sw, dh, dw, wq, k0, m)
+                            s2 = _tap(buf, base, i, 2, sh, sw, dh, dw, wq, k0, m)
+                            a0, a1, a2 = wl[0, ic, i, 0], wl[0, ic, i, 1], wl[0, ic, i, 2]
+                            e0, e1, e2 = wl[1, ic, i, 0], wl[1, ic, i, 1], wl[1, ic, i, 2]
+                            f0, f1, f2 = wl[2, ic, i, 0], wl[2, ic, i, 1], wl[2, ic, i, 2]
+                            g0, g1, g2 = wl[3, ic, i, 0], wl[3, ic, i, 1], wl[3, ic, i, 2]
                             for q in range(m):
-                                dst[q] += wv * src[q]
-        for y in range(oh):
-            row = acc[y * wq : y * wq + ow]
-            orow = out[b, oc, y]
-            if act == 0:
-                for xx in range(ow):
-                    orow[xx] = row[xx]
-            else:
-                for xx in range(ow):
-                    orow[xx] = act_scalar(float(row[xx]), act, alpha)
+                                v0 = s0[q]
+                                v1 = s1[q]
+                                v2 = s2[q]
+                                d0[q] += a0 * v0 + a1 * v1 + a2 * v2
+                                d1[q] += e0 * v0 + e1 * v1 + e2 * v2
+                                d2[q] += f0 * v0 + f1 * v1 + f2 * v2
+                                d3[q] += g0 * v0 + g1 * v1 + g2 * v2
+                        else:
+                            for j in range(kw):
+                                src = _tap(buf, base, i, j, sh, sw, dh, dw, wq, k0, m)
+                                a0 = wl[0, ic, i, j]
+                                e0 = wl[1, ic, i, j]
+                                f0 = wl[2, ic, i, j]
+                                g0 = wl[3, ic, i, j]
+                                for q in range(m):
+                                    v = src[q]
+                                    d0[q] += a0 * v
+                                    d1[q] += e0 * v
+                                    d2[q] += f0 * v
+                                    d3[q] += g0 * v
+        for u in range(nu):
+            oc = gi * co_g + oc0 + u
+            row_acc = acc[u]
+            for y in range(oh):
+                row = row_acc[y * wq : y * wq + ow]
+                orow = out[b, oc, y]
+                if act == 0:
+                    for xx in range(ow):
+                        orow[xx] = row[xx]
+                else:
+                    for xx in range(ow):
+                        orow[xx] = act_scalar(float(row[xx]), act, alpha)

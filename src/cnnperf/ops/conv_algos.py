@@ -81,12 +81,12 @@ class DirectConv(ConvAlgorithm):
         hp, wp = p.h + p.pt + p.pb, p.w + p.pl + p.pr
         threads = config.get_num_threads()
         if use_channels_last_depthwise(p):
-            from ..kernels.depthwise import CL_BLOCK, depthwise_conv2d_cl
+            from ..kernels.depthwise import CL_BLOCK, depthwise_conv2d_cl, tile_weight
 
-            w_cl = np.ascontiguousarray(w_prep[:, 0].transpose(1, 2, 0))  # (kh, kw, c)
+            w_t, b_t = tile_weight(w_prep, b, p.ow, CL_BLOCK)
             depthwise_conv2d_cl(
-                x, w_cl, b, p.sh, p.sw, p.pt, p.pl, hp, wp, p.dh, p.dw, CL_BLOCK, 8 * threads,
-                epi.code, epi.alpha, out,
+                x, w_t, b_t, p.kh, p.kw, p.sh, p.sw, p.pt, p.pl, hp, wp, p.dh, p.dw, CL_BLOCK,
+                8 * threads, epi.code, epi.alpha, out,
             )  # fmt: skip
             return
         from ..kernels.direct import conv2d_direct
