@@ -51,6 +51,14 @@ CONV_CASES = [
     ConvCase("kernel_eq_padded_input", (2, 3, 3, 4), (2, 3, 5, 6), dict(padding=1)),
     ConvCase("k1x7_k7x1", (1, 4, 9, 10), (4, 4, 1, 7), dict(padding=(0, 3))),
     ConvCase("k7x1", (1, 4, 9, 10), (2, 4, 7, 1), dict(padding=(3, 0), stride=(2, 1))),
+    # stride 2 with a wide kernel and more right padding than the kernel reaches: the stride-2
+    # lowering splits rows into even/odd columns and must size its phase rows for both
+    ConvCase(
+        "s2_k4_dilated_wide_right_pad",
+        (1, 2, 7, 9),
+        (3, 2, 3, 4),
+        dict(stride=2, dilation=(1, 2), padding=((1, 0), (3, 7))),
+    ),
     ConvCase("empty_batch", (0, 3, 7, 7), (4, 3, 3, 3), dict(padding=1)),
     ConvCase(
         "groups3_s2_d2",
