@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import os as _os
 
-from . import autograd, ops, reference
+from . import autograd, nn, ops, optim, reference
 from ._version import __version__
 from .autograd import Tensor, no_grad, tensor
 from .config import get_num_threads, set_num_threads
 from .ops.autotune import tune
 
 __all__ = ["__version__", "ops", "reference", "get_num_threads", "set_num_threads", "tune"]
-__all__ += ["autograd", "Tensor", "tensor", "no_grad"]
+__all__ += ["autograd", "Tensor", "tensor", "no_grad", "nn", "optim"]
 
 if _os.environ.get("CNNPERF_NUM_THREADS"):
     set_num_threads(get_num_threads())
