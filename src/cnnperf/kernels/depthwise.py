@@ -27,7 +27,7 @@ from numba import njit, prange
 from . import FASTMATH
 from .epilogue import act_scalar
 
-__all__ = ["depthwise_conv2d_cl", "tile_weight", "CL_BLOCK"]
+__all__ = ["depthwise_conv2d_cl", "tile_weight", "tile_bias", "CL_BLOCK"]
 
 # Channels per task: 64 float32 lanes = 8 AVX2 vectors; the padded block of a 14x14 plane is
 # then 16*16*64*4 = 64 KiB (L2), and one output row of 14 pixels 3.5 KiB.
@@ -134,20 +134,23 @@ def _gather_cl(x, b, c0, m, cb, h, wi, pt, pl, sw, wq, t):  # pragma: no cover -
                 dst[cc] = xb[c0 + cc, r, col]
 
 
-def tile_weight(weight: np.ndarray, bias: np.ndarray, ow: int, cb: int = CL_BLOCK):
-    """Step 2's operands: ``weight`` (c, 1, kh, kw) as (nb, kh*kw, ow*cb) and ``bias`` (c,) as
-    (nb, ow*cb): channel block ``k`` of tap ``i*kw + j`` repeated for each of the ``ow`` output
-    columns, channels past ``c`` zero. Plain NumPy: it depends on the weight only."""
+def tile_weight(weight: np.ndarray, ow: int, cb: int = CL_BLOCK) -> np.ndarray:
+    """Step 2's weight: ``weight`` (c, 1, kh, kw) as (nb, kh*kw, ow*cb), channel block ``k`` of
+    tap ``i*kw + j`` repeated for each of the ``ow`` output columns, channels past ``c`` zero.
+    Plain NumPy, once per weight and output width (a plan keeps it)."""
     c, _, kh, kw = weight.shape
     nb = -(-c // cb)
     wc = np.zeros((kh * kw, nb * cb), dtype=weight.dtype)
     wc[:, :c] = weight.reshape(c, kh * kw).T
-    bc = np.zeros(nb * cb, dtype=weight.dtype)
-    bc[:c] = bias
     wc = wc.reshape(kh * kw, nb, cb).transpose(1, 0, 2)  # (nb, kh*kw, cb)
     w_t = np.broadcast_to(wc.reshape(nb, kh * kw, 1, cb), (nb, kh * kw, ow, cb))
-    b_t = np.broadcast_to(bc.reshape(nb, 1, cb), (nb, ow, cb))
-    return (
-        np.ascontiguousarray(w_t).reshape(nb, kh * kw, ow * cb),
-        np.ascontiguousarray(b_t).reshape(nb, ow * cb),
-    )
+    return np.ascontiguousarray(w_t).reshape(nb, kh * kw, ow * cb)
+
+
+def tile_bias(bias: np.ndarray, ow: int, cb: int = CL_BLOCK) -> np.ndarray:
+    """Step 2's bias: (c,) as (nb, ow*cb), like :func:`tile_weight`."""
+    c = bias.shape[0]
+    nb = -(-c // cb)
+    bc = np.zeros((nb, 1, cb), dtype=bias.dtype)
+    bc.reshape(-1)[:c] = bias
+    return np.ascontiguousarray(np.broadcast_to(bc, (nb, ow, cb))).reshape(nb, ow * cb)

@@ -73,6 +73,14 @@ class DirectConv(ConvAlgorithm):
     name = "direct"
     pads_input = True
 
+    def prepare_weight(self, w, p):
+        w = np.ascontiguousarray(w)
+        if not use_channels_last_depthwise(p):
+            return w
+        from ..kernels.depthwise import CL_BLOCK, tile_weight
+
+        return DepthwiseWeight(w, tile_weight(w, p.ow, CL_BLOCK), p.ow)
+
     def run(self, x, w_prep, bias, p, out, epi=NO_EPILOGUE):
         from ..kernels import sync_threads
 
@@ -81,14 +89,18 @@ class DirectConv(ConvAlgorithm):
         hp, wp = p.h + p.pt + p.pb, p.w + p.pl + p.pr
         threads = config.get_num_threads()
         if use_channels_last_depthwise(p):
-            from ..kernels.depthwise import CL_BLOCK, depthwise_conv2d_cl, tile_weight
+            from ..kernels.depthwise import CL_BLOCK, depthwise_conv2d_cl, tile_bias, tile_weight
 
-            w_t, b_t = tile_weight(w_prep, b, p.ow, CL_BLOCK)
+            if isinstance(w_prep, DepthwiseWeight) and w_prep.ow == p.ow:
+                w_t = w_prep.tiled
+            else:
+                w_t = tile_weight(getattr(w_prep, "weight", w_prep), p.ow, CL_BLOCK)
             depthwise_conv2d_cl(
-                x, w_t, b_t, p.kh, p.kw, p.sh, p.sw, p.pt, p.pl, hp, wp, p.dh, p.dw, CL_BLOCK,
-                8 * threads, epi.code, epi.alpha, out,
+                x, w_t, tile_bias(b, p.ow, CL_BLOCK), p.kh, p.kw, p.sh, p.sw, p.pt, p.pl, hp,
+                wp, p.dh, p.dw, CL_BLOCK, 8 * threads, epi.code, epi.alpha, out,
             )  # fmt: skip
             return
+        w_prep = getattr(w_prep, "weight", w_prep)
         from ..kernels.direct import conv2d_direct
 
         ocb = direct_channel_block(p, threads)
@@ -96,6 +108,18 @@ class DirectConv(ConvAlgorithm):
             x, w_prep, b, p.sh, p.sw, p.pt, p.pl, hp, wp, p.dh, p.dw, p.g, ocb, 8 * threads,
             epi.code, epi.alpha, out,
         )  # fmt: skip
+
+
+class DepthwiseWeight:
+    """A depthwise weight prepared for the channels-last kernel: the weight itself and its
+    tiling for output rows ``ow`` wide (``kernels.depthwise.tile_weight``)."""
+
+    __slots__ = ("weight", "tiled", "ow")
+
+    def __init__(self, weight: np.ndarray, tiled: np.ndarray, ow: int):
+        self.weight = weight
+        self.tiled = tiled
+        self.ow = ow
 
 
 # Output planes up to this many pixels go channels-last. Measured single-threaded against the
