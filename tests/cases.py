@@ -30,6 +30,14 @@ CONV_CASES = [
     ConvCase(
         "depthwise_70ch_s2", (2, 70, 9, 8), (70, 1, 3, 3), dict(stride=2, padding=1, groups=70)
     ),
+    # a batch of output planes above the channels-last limit: one task per channel for all
+    # images, planes laid end to end
+    ConvCase(
+        "depthwise_batch3_large_plane",
+        (3, 5, 30, 29),
+        (5, 1, 3, 3),
+        dict(stride=(1, 2), padding=(2, 1), dilation=(2, 1), groups=5),
+    ),
     # an output plane above the channels-last limit (stride-phase kernel), asymmetric padding
     ConvCase(
         "depthwise_s2_large_plane",

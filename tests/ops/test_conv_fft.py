@@ -278,7 +278,8 @@ def test_fft_class_docstring_example():
         ((1, 64, 27, 27), (192, 64, 5, 5), dict(padding=2), False, False),  # eager 5x5, n=1
         ((8, 64, 27, 27), (192, 64, 5, 5), dict(padding=2), False, True),  # eager 5x5, n=8
         ((2, 48, 35, 35), (64, 48, 5, 5), dict(padding=2), False, True),  # 2450 outputs
-        ((8, 32, 28, 28), (96, 32, 5, 5), dict(padding=2), False, False),  # 32 channels
+        ((8, 32, 28, 28), (96, 32, 5, 5), dict(padding=2), False, True),  # 6272 outputs
+        ((1, 32, 28, 28), (96, 32, 5, 5), dict(padding=2), False, False),  # 784 outputs
         ((1, 64, 56, 56), (64, 64, 7, 7), dict(padding=3), False, True),  # eager 7x7
         ((8, 96, 27, 27), (256, 48, 5, 5), dict(padding=2, groups=2), True, True),
         ((8, 64, 28, 28), (64, 64, 5, 5), dict(padding=4, dilation=2), True, True),

@@ -36,7 +36,7 @@ from numba import njit, prange
 from . import FASTMATH
 from .epilogue import act_scalar
 
-__all__ = ["conv2d_direct", "DIRECT_CHUNK", "OC_UNROLL"]
+__all__ = ["conv2d_direct", "depthwise_conv2d_batched", "DIRECT_CHUNK", "OC_UNROLL"]
 
 # Flat outputs accumulated per pass over the taps: 1024 float32 accumulators (4 KiB) plus the
 # phase rows they read stay in a 32 KiB L1 data cache.
@@ -58,16 +58,17 @@ def _tap(buf, base, i, j, sh, sw, dh, dw, wq, k0, m):  # pragma: no cover - comp
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
-def _fill_phases(x, b, c0, cg, h, w, sh, sw, pt, pl, hq, wq, buf):  # pragma: no cover
-    """Copy channels ``[c0, c0 + cg)`` of image ``b`` into ``buf`` (cg*sh*sw, hq*wq): zero
-    padded and split into stride phases (module docstring, step 1). Copies are written as loops:
-    Numba's slice assignment between arrays measured 4x slower."""
+def _fill_phases(x, b, c0, cg, h, w, sh, sw, pt, pl, hq, wq, buf, col0=0):  # pragma: no cover
+    """Copy channels ``[c0, c0 + cg)`` of image ``b`` into ``buf`` (cg*sh*sw, >= col0 + hq*wq)
+    from column ``col0`` on: zero padded and split into stride phases (module docstring, step
+    1). Copies are written as loops: Numba's slice assignment between arrays measured 4x
+    slower."""
     for ic in range(cg):
         src_c = x[b, c0 + ic]
         for a in range(sh):
             for u in range(hq):
                 base = (ic * sh + a) * sw
-                lo = u * wq
+                lo = col0 + u * wq
                 for bb in range(sw):
                     row = buf[base + bb, lo : lo + wq]
                     for v in range(wq):
@@ -307,3 +308,67 @@ def _direct_task(
                 else:
                     for xx in range(ow):
                         orow[xx] = act_scalar(float(row[xx]), act, alpha)
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH, error_model="numpy")
+def depthwise_conv2d_batched(
+    x, w, bias, sh, sw, pt, pl, hp, wp, dh, dw, runs, act, alpha, out
+):  # pragma: no cover - compiled
+    """Depthwise convolution (groups == c_in == c_out) on stride phases, one task per channel
+    for the whole batch.
+
+    The channel's planes of all ``n`` images are laid end to end in one flat row per phase, so
+    the taps run over ``n`` planes at once with the channel's weights: the per-plane set-up of
+    :func:`conv2d_direct` is paid once per channel, not once per image and channel (step 2 of
+    the module docstring: a valid output never reads past its own plane, so the neighbouring
+    plane is only read by dropped positions). Arguments as :func:`conv2d_direct`; ``w`` is
+    (c, 1, kh, kw).
+    """
+    n, c, h, wi = x.shape
+    kh, kw = w.shape[2], w.shape[3]
+    oh = out.shape[2]
+    ow = out.shape[3]
+    hq = (hp + sh - 1) // sh
+    wq = (wp + sw - 1) // sw
+    plane = hq * wq
+    flat = (n - 1) * plane + (oh - 1) * wq + ow
+    runs = min(c, max(1, runs))
+    for rn in prange(runs):
+        buf = np.empty((sh * sw, n * plane), dtype=x.dtype)
+        acc = np.empty(flat, dtype=out.dtype)
+        for ch in range(rn * c // runs, (rn + 1) * c // runs):
+            for b in range(n):
+                _fill_phases(x, b, ch, 1, h, wi, sh, sw, pt, pl, hq, wq, buf, b * plane)
+            wk = w[ch, 0]
+            bv = bias[ch]
+            for k0 in range(0, flat, DIRECT_CHUNK):
+                m = min(DIRECT_CHUNK, flat - k0)
+                dst = acc[k0 : k0 + m]
+                for q in range(m):
+                    dst[q] = bv
+                for i in range(kh):
+                    if kw == 3:
+                        s0 = _tap(buf, 0, i, 0, sh, sw, dh, dw, wq, k0, m)
+                        s1 = _tap(buf, 0, i, 1, sh, sw, dh, dw, wq, k0, m)
+                        s2 = _tap(buf, 0, i, 2, sh, sw, dh, dw, wq, k0, m)
+                        w0 = wk[i, 0]
+                        w1 = wk[i, 1]
+                        w2 = wk[i, 2]
+                        for q in range(m):
+                            dst[q] += w0 * s0[q] + w1 * s1[q] + w2 * s2[q]
+                    else:
+                        for j in range(kw):
+                            src = _tap(buf, 0, i, j, sh, sw, dh, dw, wq, k0, m)
+                            wv = wk[i, j]
+                            for q in range(m):
+                                dst[q] += wv * src[q]
+            for b in range(n):
+                for y in range(oh):
+                    row = acc[b * plane + y * wq : b * plane + y * wq + ow]
+                    orow = out[b, ch, y]
+                    if act == 0:
+                        for xx in range(ow):
+                            orow[xx] = row[xx]
+                    else:
+                        for xx in range(ow):
+                            orow[xx] = act_scalar(float(row[xx]), act, alpha)

@@ -101,6 +101,17 @@ class DirectConv(ConvAlgorithm):
             )  # fmt: skip
             return
         w_prep = getattr(w_prep, "weight", w_prep)
+        if p.is_depthwise and p.c_out == p.c_in and p.n >= 2:
+            # one task per channel for the whole batch. Measured at batch 8 (2 threads, ms,
+            # against one task per image and channel): 192x28x28 0.85 vs 1.08, 144x56x56 2.24
+            # vs 2.52, 32x112x112 1.80 vs 1.99.
+            from ..kernels.direct import depthwise_conv2d_batched
+
+            depthwise_conv2d_batched(
+                x, w_prep, b, p.sh, p.sw, p.pt, p.pl, hp, wp, p.dh, p.dw, 8 * threads,
+                epi.code, epi.alpha, out,
+            )  # fmt: skip
+            return
         from ..kernels.direct import conv2d_direct
 
         ocb = direct_channel_block(p, threads)

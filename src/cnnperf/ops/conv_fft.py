@@ -90,8 +90,9 @@ and 0.73x (n=8); 5x5 depthwise 0.35x against the direct kernel.
 
 Eager 5x5 calls (weight spectrum computed per call) against eager im2col, re-measured with the
 padding-free im2col (min of 2 x 10 rounds, 2 threads): 64->192 at 27x27 n=8 1.27x, 48->64 at
-35x35 n=8 1.10x and n=2 1.24x; losses at n=1 (0.72-0.99x) and with 32 input channels (32->96 at
-28x28: 0.94x at n=8, 1.07x at n=4).
+35x35 n=8 1.10x and n=2 1.24x; losses at n=1 (0.72-0.99x). 32->96 at 28x28 n=8 measured 0.94x
+in that script but 1.47x and 1.89x in two full `cnnperf bench` runs (interleaved, medians),
+which decide: eager 5x5 goes to FFT from 2048 output positions per call.
 """
 
 # Cost model used to choose the tile size. Per-core rates measured single-threaded on the 2-core
@@ -229,8 +230,8 @@ def fft_wins(p: ConvParams, weight_prepared: bool = True) -> bool:
     Stride 1, at least 5x5 taps (any dilation), at least 32 channels per group on the input
     and the output side, and at least 256 output positions per call (n*oh*ow). When the weight
     spectrum is computed on every call (eager ``conv2d`` without a cache) it paid off for
-    kernels of 7x7 and larger, and for 5x5 only with at least 48 input channels per group and
-    2048 output positions per call (``CHOICE_NOTE``, last paragraph).
+    kernels of 7x7 and larger, and for 5x5 only with at least 2048 output positions per call
+    (``CHOICE_NOTE``, last paragraph).
 
     Example:
         >>> from cnnperf.shapes import ConvParams
@@ -245,7 +246,7 @@ def fft_wins(p: ConvParams, weight_prepared: bool = True) -> bool:
         return False
     if weight_prepared or min(p.kh, p.kw) >= 7:
         return True
-    return p.c_in // p.g >= 48 and p.n * p.oh * p.ow >= 2048
+    return p.n * p.oh * p.ow >= 2048
 
 
 @lru_cache(maxsize=64)
