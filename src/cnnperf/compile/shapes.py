@@ -1,0 +1,219 @@
+"""Static shape inference for the graph IR; ``None`` marks the dynamic batch dimension.
+
+Example:
+    >>> from cnnperf.compile.graph import Graph, Node
+    >>> g = Graph(
+    ...     nodes=[Node("conv2d", ["x", "w"], ["y"], {"stride": (2, 2), "pads": (1, 1, 1, 1)})],
+    ...     initializers={"w": np.zeros((8, 3, 3, 3), np.float32)},
+    ...     inputs={"x": (None, 3, 9, 9)}, outputs=["y"])
+    >>> infer_shapes(g)["y"]
+    (None, 8, 5, 5)
+"""
+
+from __future__ import annotations
+
+import math
+
+from .graph import Graph, Node
+
+__all__ = ["infer_shapes", "infer_node", "pool_output_size", "broadcast_shapes", "Shape"]
+
+Shape = tuple  # of int | None
+
+
+def pool_output_size(size: int, k: int, s: int, p0: int, p1: int, d: int, ceil_mode: bool) -> int:
+    """Output length of a pooling window sweep with pads ``p0`` (before) and ``p1`` (after).
+
+    ``floor_or_ceil((size + p0 + p1 - d*(k-1) - 1) / s) + 1``; with ``ceil_mode`` a last window
+    that would start in the trailing padding is dropped (ONNX and PyTorch agree on this).
+    """
+    span = size + p0 + p1 - d * (k - 1) - 1
+    if ceil_mode:
+        out = -(-span // s) + 1
+        if (out - 1) * s >= size + p0:
+            out -= 1
+    else:
+        out = span // s + 1
+    return out
+
+
+def broadcast_shapes(*shapes: Shape) -> Shape:
+    """NumPy (ONNX multidirectional) broadcasting of shapes that may hold ``None``."""
+    rank = max(len(s) for s in shapes)
+    out = []
+    for i in range(rank):
+        dims = [s[len(s) - rank + i] for s in shapes if len(s) - rank + i >= 0]
+        static = {d for d in dims if d is not None and d != 1}
+        if len(static) > 1:
+            raise ValueError(f"shapes {shapes} cannot be broadcast together")
+        if static:
+            out.append(static.pop())
+        elif None in dims:
+            out.append(None)
+        else:
+            out.append(1)
+    return tuple(out)
+
+
+def _prod(dims) -> int | None:
+    return None if any(d is None for d in dims) else math.prod(dims)
+
+
+def _axis(axis: int, rank: int, what: str) -> int:
+    if not -rank <= axis < rank:
+        raise ValueError(f"{what}: axis {axis} out of range for rank {rank}")
+    return axis % rank
+
+
+def _spatial(node: Node, x: Shape) -> tuple[int, int]:
+    if len(x) != 4 or x[2] is None or x[3] is None:
+        raise ValueError(f"{node.op} {node.name!r}: expected a 4-D (n, c, h, w) input, got {x}")
+    return x[2], x[3]
+
+
+def _conv(node: Node, s: list[Shape]) -> list[Shape]:
+    h, w = _spatial(node, s[0])
+    c_out, _, kh, kw = s[1]
+    a = node.attrs
+    (sh, sw), (dh, dw) = a.get("stride", (1, 1)), a.get("dilation", (1, 1))
+    pt, pb, pl, pr = a.get("pads", (0, 0, 0, 0))
+    oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
+    ow = (w + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    if oh < 1 or ow < 1:
+        raise ValueError(f"conv2d {node.name!r}: input {s[0]} gives an empty output ({oh}x{ow})")
+    return [(s[0][0], c_out, oh, ow)]
+
+
+def _pool(node: Node, s: list[Shape]) -> list[Shape]:
+    h, w = _spatial(node, s[0])
+    a = node.attrs
+    (kh, kw), (sh, sw) = a["kernel"], a.get("stride", a["kernel"])
+    (dh, dw), (pt, pb, pl, pr) = a.get("dilation", (1, 1)), a.get("pads", (0, 0, 0, 0))
+    ceil = bool(a.get("ceil_mode", False))
+    oh = pool_output_size(h, kh, sh, pt, pb, dh, ceil)
+    ow = pool_output_size(w, kw, sw, pl, pr, dw, ceil)
+    if oh < 1 or ow < 1:
+        raise ValueError(f"{node.op} {node.name!r}: input {s[0]} gives an empty output")
+    return [(*s[0][:2], oh, ow)]
+
+
+def _gemm(node: Node, s: list[Shape]) -> list[Shape]:
+    a, b = s[0], s[1]
+    if len(a) != 2 or len(b) != 2:
+        raise ValueError(f"gemm {node.name!r}: inputs must be 2-D, got {a} and {b}")
+    m, k = a[::-1] if node.attrs.get("trans_a") else a
+    k2, n = b[::-1] if node.attrs.get("trans_b") else b
+    if None not in (k, k2) and k != k2:
+        raise ValueError(f"gemm {node.name!r}: inner dimensions differ ({a} @ {b})")
+    return [(m, n)]
+
+
+def _matmul(node: Node, s: list[Shape]) -> list[Shape]:
+    a, b = s
+    if len(a) == 0 or len(b) == 0:
+        raise ValueError(f"matmul {node.name!r}: scalar operand")
+    a2 = (1, *a) if len(a) == 1 else a
+    b2 = (*b, 1) if len(b) == 1 else b
+    if None not in (a2[-1], b2[-2]) and a2[-1] != b2[-2]:
+        raise ValueError(f"matmul {node.name!r}: inner dimensions differ ({a} @ {b})")
+    batch = broadcast_shapes(a2[:-2], b2[:-2])
+    out = (*batch, a2[-2], b2[-1])
+    if len(a) == 1:
+        out = out[:-2] + out[-1:]
+    if len(b) == 1:
+        out = out[:-1]
+    return [out]
+
+
+def _concat(node: Node, s: list[Shape]) -> list[Shape]:
+    rank = len(s[0])
+    ax = _axis(node.attrs["axis"], rank, f"concat {node.name!r}")
+    out = list(s[0])
+    dims = [t[ax] for t in s]
+    out[ax] = None if None in dims else sum(dims)
+    return [tuple(out)]
+
+
+def _flatten(node: Node, s: list[Shape]) -> list[Shape]:
+    x = s[0]
+    ax = node.attrs.get("axis", 1)
+    ax = ax + len(x) if ax < 0 else ax
+    return [(_prod(x[:ax]), _prod(x[ax:]))]
+
+
+def reshape_shape(x: Shape, shape: tuple, allowzero: bool = False) -> Shape:
+    """ONNX Reshape's output shape: 0 copies the input dimension (unless allowzero), -1 is
+    inferred; ``None`` entries in ``x`` (batch) propagate where copied."""
+    out = [x[i] if (d == 0 and not allowzero) else d for i, d in enumerate(shape)]
+    if -1 in out:
+        i = out.index(-1)
+        known = [d for j, d in enumerate(out) if j != i]
+        total = _prod(x)
+        if total is None:
+            # The batch dimension is dynamic: -1 is static only if the batch is copied.
+            rest = [d for d in x if d is not None]
+            if None in known:
+                known_static = [d for d in known if d is not None]
+                out[i] = math.prod(rest) // max(1, math.prod(known_static))
+            else:
+                out[i] = None
+        else:
+            out[i] = total // max(1, math.prod(known))
+    return tuple(out)
+
+
+def _squeeze(node: Node, s: list[Shape]) -> list[Shape]:
+    x = s[0]
+    axes = {a % len(x) for a in node.attrs["axes"]}
+    return [tuple(d for i, d in enumerate(x) if i not in axes)]
+
+
+def _unsqueeze(node: Node, s: list[Shape]) -> list[Shape]:
+    x = list(s[0])
+    rank = len(x) + len(node.attrs["axes"])
+    for a in sorted(a % rank for a in node.attrs["axes"]):
+        x.insert(a, 1)
+    return [tuple(x)]
+
+
+def _same(node: Node, s: list[Shape]) -> list[Shape]:
+    return [s[0]]
+
+
+def _broadcast(node: Node, s: list[Shape]) -> list[Shape]:
+    return [broadcast_shapes(*s)]
+
+
+_RULES = {
+    "conv2d": _conv,
+    "max_pool2d": _pool,
+    "avg_pool2d": _pool,
+    "global_avg_pool2d": lambda n, s: [(*s[0][:2], 1, 1)],
+    "global_max_pool2d": lambda n, s: [(*s[0][:2], 1, 1)],
+    "gemm": _gemm,
+    "matmul": _matmul,
+    "concat": _concat,
+    "flatten": _flatten,
+    "reshape": lambda n, s: [
+        reshape_shape(s[0], tuple(n.attrs["shape"]), bool(n.attrs.get("allowzero", False)))
+    ],
+    "transpose": lambda n, s: [tuple(s[0][p] for p in n.attrs["perm"])],
+    "squeeze": _squeeze,
+    "unsqueeze": _unsqueeze,
+    **{op: _broadcast for op in ("add", "sub", "mul", "div")},
+}
+
+
+def infer_node(node: Node, in_shapes: list[Shape]) -> list[Shape]:
+    """Output shapes of ``node`` given its input shapes (element-wise ops keep the shape)."""
+    return _RULES.get(node.op, _same)(node, in_shapes)
+
+
+def infer_shapes(graph: Graph) -> dict[str, Shape]:
+    """Every value's shape: inputs, initializers and each node's outputs, in graph order."""
+    shapes: dict[str, Shape] = {k: tuple(v.shape) for k, v in graph.initializers.items()}
+    shapes.update({k: tuple(v) for k, v in graph.inputs.items()})
+    for n in graph.nodes:
+        outs = infer_node(n, [shapes[i] for i in n.inputs])
+        shapes.update(zip(n.outputs, outs, strict=False))
+    return shapes

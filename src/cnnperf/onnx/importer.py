@@ -1,0 +1,235 @@
+"""ONNX ModelProto -> graph IR: parsing, checking, constant folding and the import loop.
+
+Each ONNX node is handed to its mapper (see :mod:`cnnperf.onnx.mappers`) with an
+:class:`ImportContext` that knows the constant values seen so far (initializers, Constant
+nodes, folded shape glue) and the static shape of every value. Mappers either fold a node whose
+inputs are all constant or emit graph IR nodes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import numpy as np
+
+from ..compile.graph import Graph, Node
+from ..compile.shapes import infer_node
+
+__all__ = ["import_model", "parse_model", "ImportContext", "BATCH", "require_onnx"]
+
+# Stand-in for the dynamic batch size inside folded shape values (Shape of a value whose first
+# dimension is dynamic); Reshape turns it back into "copy the input's batch dimension".
+BATCH = 2**40 + 3
+
+MIN_OPSET = 7
+
+
+def require_onnx():
+    """Import and return the ``onnx`` package, or raise ImportError saying how to install it."""
+    try:
+        import onnx
+    except ImportError as e:
+        raise ImportError(
+            "cnnperf.onnx needs the 'onnx' package (an optional dependency): "
+            "pip install 'cnnperf[onnx]'  (or: pip install 'onnx>=1.14')"
+        ) from e
+    return onnx
+
+
+def parse_model(model):
+    """An ``onnx.ModelProto`` from a path, bytes or a ModelProto; ValueError if malformed.
+
+    ONNX's checker is not run: it rejects models ONNX Runtime runs (outputs without shapes);
+    the import itself checks what cnnperf relies on.
+    """
+    onnx = require_onnx()
+    if isinstance(model, onnx.ModelProto):
+        proto = model
+    elif isinstance(model, (bytes, bytearray, memoryview)):
+        proto = _parse_bytes(onnx, bytes(model), "the given bytes")
+    elif isinstance(model, (str, os.PathLike)):
+        path = os.fspath(model)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"cnnperf.onnx.load: no such file: {path!r}")
+        with open(path, "rb") as f:
+            proto = _parse_bytes(onnx, f.read(), repr(path))
+        if any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
+            try:
+                from onnx.external_data_helper import load_external_data_for_model
+
+                load_external_data_for_model(proto, os.path.dirname(os.path.abspath(path)))
+            except Exception as e:
+                raise ValueError(f"{path!r}: cannot load external tensor data: {e}") from e
+    else:
+        raise TypeError(
+            "cnnperf.onnx.load expects a path, bytes or an onnx.ModelProto, "
+            f"got {type(model).__name__}"
+        )
+    if not proto.graph.output:
+        raise ValueError("invalid ONNX model: the graph has no outputs")
+    return proto
+
+
+def _parse_bytes(onnx, data: bytes, what: str):
+    if not data:
+        raise ValueError(f"{what} is empty, not an ONNX model")
+    proto = onnx.ModelProto()
+    try:
+        proto.ParseFromString(data)
+    except Exception as e:
+        raise ValueError(f"{what} is not a valid ONNX model (protobuf parse failed: {e})") from e
+    if not proto.HasField("graph"):
+        raise ValueError(f"{what} is not a valid ONNX model: it has no graph")
+    return proto
+
+
+def opset_of(proto) -> int:
+    """The default-domain (ai.onnx) opset version the model imports."""
+    for imp in proto.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return int(imp.version)
+    raise ValueError("invalid ONNX model: it imports no version of the default (ai.onnx) domain")
+
+
+class ImportContext:
+    """State shared by the mappers while one graph is imported."""
+
+    def __init__(self, opset: int) -> None:
+        self.opset = opset
+        self.graph = Graph()
+        self.consts: dict[str, np.ndarray] = {}
+        self.shapes: dict[str, tuple] = {}
+        self._count = 0
+
+    # -- reading ---------------------------------------------------------------------------
+    def is_const(self, name: str) -> bool:
+        return name in self.consts
+
+    def const(self, name: str) -> np.ndarray | None:
+        """The constant value of ``name``, or None (absent optional inputs are ``""``)."""
+        return self.consts.get(name) if name else None
+
+    def require_const(self, name: str, node, what: str) -> np.ndarray:
+        """The constant value of ``name``; NotImplementedError naming the node if not constant."""
+        value = self.const(name)
+        if value is None:
+            raise NotImplementedError(
+                f"{node.op_type} node {node.name!r}: {what} ({name!r}) must be a constant "
+                "(initializer or Constant) for cnnperf"
+            )
+        return value
+
+    def shape(self, name: str) -> tuple:
+        if name in self.consts:
+            return tuple(self.consts[name].shape)
+        return self.shapes[name]
+
+    # -- writing ---------------------------------------------------------------------------
+    def set_const(self, name: str, value) -> None:
+        self.consts[name] = np.asarray(value)
+
+    def emit(self, op: str, inputs: list[str], outputs: list[str], onnx_node, **attrs) -> None:
+        """Append an IR node; constant inputs become initializers; outputs get their shapes."""
+        for v in inputs:
+            if v in self.consts and v not in self.graph.initializers:
+                self.graph.initializers[v] = self._runtime_array(v)
+        self._count += 1
+        name = onnx_node.name or f"{onnx_node.op_type}_{self._count}"
+        node = Node(op, inputs, outputs, attrs, name=name)
+        shapes = infer_node(node, [self.shape(v) for v in inputs])
+        self.shapes.update(zip(outputs, shapes, strict=False))
+        self.graph.nodes.append(node)
+
+    def _runtime_array(self, name: str) -> np.ndarray:
+        a = self.consts[name]
+        if a.dtype.kind == "f":
+            return np.ascontiguousarray(a)
+        raise NotImplementedError(
+            f"constant {name!r} of dtype {a.dtype} would be a run-time input: cnnperf graphs "
+            "compute in floating point only"
+        )
+
+
+def _attrs(onnx, node) -> dict:
+    out = {}
+    for a in node.attribute:
+        v = onnx.helper.get_attribute_value(a)
+        out[a.name] = v.decode() if isinstance(v, bytes) else v
+    return out
+
+
+def _input_shape(onnx, vi, overrides: Mapping[str, tuple]) -> tuple:
+    if vi.name in overrides:
+        return tuple(overrides[vi.name])
+    t = vi.type.tensor_type
+    if vi.type.WhichOneof("value") != "tensor_type":
+        raise NotImplementedError(f"graph input {vi.name!r} is not a tensor")
+    if t.elem_type != onnx.TensorProto.FLOAT:
+        name = onnx.TensorProto.DataType.Name(t.elem_type)
+        raise NotImplementedError(f"graph input {vi.name!r} has type {name}; cnnperf needs FLOAT")
+    if not t.HasField("shape"):
+        raise ValueError(f"graph input {vi.name!r} has no shape: pass input_shapes={{...}}")
+    dims = []
+    for i, d in enumerate(t.shape.dim):
+        if d.HasField("dim_value"):
+            dims.append(int(d.dim_value))
+        elif i == 0:
+            dims.append(None)
+        else:
+            raise ValueError(
+                f"graph input {vi.name!r}: dimension {i} ({d.dim_param or '?'}) is dynamic; "
+                "only the first (batch) dimension may be: pass input_shapes={name: shape}"
+            )
+    return tuple(dims)
+
+
+def import_model(model, input_shapes: Mapping[str, tuple] | None = None) -> Graph:
+    """Import an ONNX model (path, bytes or ModelProto) as a graph IR :class:`Graph`.
+
+    Raises ValueError for a malformed model and NotImplementedError listing every node whose op
+    (or op form) cnnperf does not support.
+    """
+    from .mappers import MAPPERS
+
+    onnx = require_onnx()
+    proto = parse_model(model)
+    opset = opset_of(proto)
+    if opset < MIN_OPSET:
+        raise NotImplementedError(f"ONNX opset {opset} is not supported (need >= {MIN_OPSET})")
+    g = proto.graph
+    unsupported = [
+        f"{n.op_type} (node {n.name!r})"
+        for n in g.node
+        if n.domain not in ("", "ai.onnx") or n.op_type not in MAPPERS
+    ]
+    if unsupported:
+        raise NotImplementedError(
+            f"ONNX model uses {len(unsupported)} node(s) cnnperf does not support: "
+            + ", ".join(unsupported)
+        )
+    ctx = ImportContext(opset)
+    for t in g.initializer:
+        try:
+            ctx.set_const(t.name, onnx.numpy_helper.to_array(t))
+        except Exception as e:
+            raise ValueError(f"initializer {t.name!r} cannot be read: {e}") from e
+    overrides = dict(input_shapes or {})
+    for vi in g.input:
+        if vi.name not in ctx.consts:
+            shape = _input_shape(onnx, vi, overrides)
+            ctx.graph.inputs[vi.name] = shape
+            ctx.shapes[vi.name] = shape
+    for n in g.node:
+        try:
+            MAPPERS[n.op_type](ctx, n, _attrs(onnx, n))
+        except (KeyError, IndexError) as e:
+            raise ValueError(
+                f"invalid ONNX model: {n.op_type} node {n.name!r} lacks an input, attribute "
+                f"or value it needs ({type(e).__name__}: {e})"
+            ) from e
+    ctx.graph.outputs = [o.name for o in g.output]
+    for name in ctx.graph.outputs:
+        if name in ctx.consts and name not in ctx.graph.initializers:
+            ctx.graph.initializers[name] = ctx._runtime_array(name)
+    return ctx.graph.remove_unused().validate()
