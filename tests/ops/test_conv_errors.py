@@ -153,6 +153,8 @@ def test_auto_selection(params, expected, monkeypatch):
 RESNET_512_7 = ConvParams(1, 512, 7, 7, 512, 3, 3, 1, 1, 1, 1, 1, 1)
 ALEXNET_CONV2 = ConvParams(8, 64, 27, 27, 192, 5, 5, 1, 1, 2, 2, 2, 2)
 ALEXNET_CONV2_B1 = ConvParams(1, 64, 27, 27, 192, 5, 5, 1, 1, 2, 2, 2, 2)
+RESNET_512_7_B8 = ConvParams(8, 512, 7, 7, 512, 3, 3, 1, 1, 1, 1, 1, 1)
+VGG_512_28_B8 = ConvParams(8, 512, 28, 28, 512, 3, 3, 1, 1, 1, 1, 1, 1)
 
 
 @pytest.mark.parametrize(
@@ -160,6 +162,9 @@ ALEXNET_CONV2_B1 = ConvParams(1, 64, 27, 27, 192, 5, 5, 1, 1, 2, 2, 2, 2)
     [
         (RESNET_512_7, False, "im2col"),  # eager: the weight transform would not pay off
         (RESNET_512_7, True, "winograd"),  # a plan transforms the weight once
+        (RESNET_512_7_B8, False, "winograd_f23"),  # eager, few tiles for a big weight
+        (RESNET_512_7_B8, True, "winograd"),
+        (VGG_512_28_B8, False, "winograd"),
         (ALEXNET_CONV2_B1, False, "im2col"),  # eager 5x5, batch 1: the spectrum does not pay
         (ALEXNET_CONV2, False, "fft"),  # eager 5x5, batch 8: it does
         (ALEXNET_CONV2, True, "fft"),

@@ -164,6 +164,13 @@ def _heuristic(p: ConvParams, weight_prepared: bool = False) -> ConvAlgorithm:
         and min(p.c_in, p.c_out) // p.g >= 16
         and (weight_prepared or p.n * p.oh * p.ow >= 128)
     ):
+        # Eager calls transform the weight each time, and F(4x4)'s transform is 36/16 the size
+        # of F(2x2)'s: with 512x512 weights eager F(2x2) won below 256 F(4x4) tiles (three
+        # full bench runs, medians): 512x7x7 n=8 (32 tiles) 10.8 vs 12.7 ms, 512x14x14 n=8
+        # (128) 28.4 vs 33.7; at 392 tiles (512x28x28 n=8) F(4x4) won, 77 vs 108.
+        tiles43 = p.n * -(-p.oh // 4) * -(-p.ow // 4)
+        if not weight_prepared and tiles43 * 1024 < (p.c_in // p.g) * p.c_out:
+            return CONV_ALGOS["winograd_f23"]
         return CONV_ALGOS["winograd"]
     # Large stride-1 kernels with enough channels: FFT (measurements in conv_fft.CHOICE_NOTE).
     if conv_fft.fft_wins(p, weight_prepared) and CONV_ALGOS["fft"].why_not(p) is None:
