@@ -17,7 +17,17 @@ from .config import get_num_threads, set_num_threads
 from .ops.autotune import tune
 
 __all__ = ["__version__", "ops", "reference", "get_num_threads", "set_num_threads", "tune"]
-__all__ += ["autograd", "Tensor", "tensor", "no_grad", "nn", "optim"]
+__all__ += ["autograd", "Tensor", "tensor", "no_grad", "nn", "optim", "compile", "onnx"]
+
+
+def __getattr__(name: str):
+    """Import the heavier subpackages ``compile`` and ``onnx`` on first access."""
+    if name in ("compile", "onnx"):
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 if _os.environ.get("CNNPERF_NUM_THREADS"):
     set_num_threads(get_num_threads())

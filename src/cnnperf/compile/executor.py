@@ -18,7 +18,9 @@ from collections.abc import Callable, Iterable, Mapping
 import numpy as np
 
 from .graph import Graph
+from .memory import MemoryPlan, plan_memory
 from .passes import DEFAULT_PASSES
+from .profile import profile_model
 from .runtime import build_kernel
 from .shapes import infer_shapes
 
@@ -29,7 +31,10 @@ class CompiledModel:
     """A compiled inference graph: ``run({name: array}) -> {name: array}``, no autograd.
 
     Kernels (conv plans with their prepared weights, chosen with ``weight_prepared=True``) are
-    built once here; intermediate values are freed after their last reader.
+    built once here; intermediate values are freed after their last reader (the liveness that
+    :meth:`memory_plan` plans buffers for). The kernels allocate their own outputs, so at run
+    time NumPy's allocator recycles the freed blocks: the plan reports what an executor
+    writing into its buffers needs, and the executor holds no more than the live values.
     """
 
     def __init__(self, graph: Graph) -> None:
@@ -38,6 +43,7 @@ class CompiledModel:
         self.input_names: list[str] = list(graph.inputs)
         self.output_names: list[str] = list(graph.outputs)
         self._steps: list[tuple[Callable, list[str], list[str], list[str]]] = []
+        self._plans: dict[int, MemoryPlan] = {}
         last_use: dict[str, int] = {}
         for i, n in enumerate(graph.nodes):
             for v in n.inputs:
@@ -91,6 +97,28 @@ class CompiledModel:
                 f"{self.input_names} and outputs {self.output_names}: use .run()"
             )
         return self.run({self.input_names[0]: x})[self.output_names[0]]
+
+    def memory_plan(self, batch: int = 1) -> MemoryPlan:
+        """The liveness-based buffer plan of this graph's activations at ``batch`` (cached)."""
+        if batch not in self._plans:
+            self._plans[batch] = plan_memory(self.graph, batch)
+        return self._plans[batch]
+
+    def profile(self, x: np.ndarray | Mapping[str, np.ndarray], repeat: int = 10) -> list[dict]:
+        """Time each node on ``x`` (an array for a one-input model, or ``{name: array}``):
+        one row per node with op, shapes, conv algorithm, median seconds, share, GFLOP/s.
+
+        See :func:`cnnperf.compile.profile.profile_model`; ``format_profile`` prints the rows.
+        """
+        feeds = x if isinstance(x, Mapping) else None
+        if feeds is None:
+            if len(self.input_names) != 1:
+                raise ValueError(
+                    f"CompiledModel.profile(x) needs one input; this model has inputs "
+                    f"{self.input_names}: pass {{name: array}}"
+                )
+            feeds = {self.input_names[0]: x}
+        return profile_model(self, feeds, repeat)
 
     def __repr__(self) -> str:
         return (

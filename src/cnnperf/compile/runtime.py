@@ -65,7 +65,12 @@ def _conv(node: Node, graph: Graph, shapes: dict) -> Kernel:
         input_shape=(1 if x_shape[0] is None else x_shape[0], *x_shape[1:]),
         activation=a.get("activation"),
     )
-    return (lambda x: (plan(x),)), node.inputs[:1]
+
+    def run(x):
+        return (plan(x),)
+
+    run.plan = plan  # for CompiledModel.profile: the chosen algorithm
+    return run, node.inputs[:1]
 
 
 def _windows(xp: np.ndarray, k, s, d, out_hw) -> np.ndarray:
