@@ -165,11 +165,11 @@ def _heuristic(p: ConvParams, weight_prepared: bool = False) -> ConvAlgorithm:
         and (weight_prepared or p.n * p.oh * p.ow >= 128)
     ):
         # Eager calls transform the weight each time, and F(4x4)'s transform is 36/16 the size
-        # of F(2x2)'s: with 512x512 weights eager F(2x2) won below 256 F(4x4) tiles (three
-        # full bench runs, medians): 512x7x7 n=8 (32 tiles) 10.8 vs 12.7 ms, 512x14x14 n=8
-        # (128) 28.4 vs 33.7; at 392 tiles (512x28x28 n=8) F(4x4) won, 77 vs 108.
+        # of F(2x2)'s. Four full bench runs (medians, eager, 512x512 weights): 512x7x7 n=8 (32
+        # F(4x4) tiles) F(2x2) won every time, 10.7-14.0 ms vs 12.7-15.4; 512x14x14 n=8 (128
+        # tiles) F(4x4) won 3 of 4 (by 4-10%); 512x28x28 n=1 (49 tiles) was a tie.
         tiles43 = p.n * -(-p.oh // 4) * -(-p.ow // 4)
-        if not weight_prepared and tiles43 * 1024 < (p.c_in // p.g) * p.c_out:
+        if not weight_prepared and tiles43 * 4096 < (p.c_in // p.g) * p.c_out:
             return CONV_ALGOS["winograd_f23"]
         return CONV_ALGOS["winograd"]
     # Large stride-1 kernels with enough channels: FFT (measurements in conv_fft.CHOICE_NOTE).
