@@ -67,9 +67,19 @@ def add_bench_parser(sub) -> argparse.ArgumentParser:
     )
     sel.add_argument("--tag", action="append", help="only layers with this tag (repeatable)")
     sel.add_argument(
-        "--batch", action="append", type=_positive_int, help="only this batch size (1 or 8)"
+        "--batch",
+        action="append",
+        type=_positive_int,
+        help="only this batch size (1 or 8); with --train: the training batch (default 64)",
     )
     sel.add_argument("--list", action="store_true", help="list the suite's layers and exit")
+    sel.add_argument(
+        "--train",
+        action="store_true",
+        help="time a training step (forward, backward, SGD) of a LeNet-size CNN at batch 64 "
+        "(--batch to change) against PyTorch instead of the layers; --detail adds where "
+        "cnnperf's time goes",
+    )
     tm = p.add_argument_group("timing")
     tm.add_argument("--threads", type=_positive_int, help="threads for every engine")
     tm.add_argument(
@@ -160,6 +170,8 @@ def run_bench_command(args, *, top_level: bool = False, out=None, err=None) -> i
     out = out or sys.stdout
     err = err or sys.stderr
     error = args.bench_error
+    if args.train:
+        return _run_train_bench(args, top_level=top_level, out=out, err=err)
     if args.list:
         return _list_suite(out)
     from ..bench import core, report
@@ -223,6 +235,69 @@ def run_bench_command(args, *, top_level: bool = False, out=None, err=None) -> i
     if args.plot:
         report.plot(result, args.plot)
         print(f"wrote {args.plot}", file=text)
+    return 0
+
+
+def _run_train_bench(args, *, top_level: bool, out, err) -> int:
+    """``cnnperf bench --train``: the training-step benchmark (:mod:`cnnperf.bench.train_step`)."""
+    from ..config import available_cores, get_num_threads
+
+    error = args.bench_error
+    clash = [
+        flag
+        for flag, value in (
+            ("--layer", args.layer),
+            ("--quick", args.quick),
+            ("--tag", args.tag),
+            ("--list", args.list),
+            ("--engines", args.engines),
+            ("--plot", args.plot),
+        )
+        if value
+    ]
+    if clash:
+        error(f"--train times one training step; it does not take {', '.join(clash)}")
+    if args.batch and len(args.batch) > 1:
+        error(f"--train takes one --batch, got {args.batch}")
+    cores = available_cores()
+    threads = args.threads if args.threads is not None else get_num_threads()
+    if threads > cores:
+        error(f"--threads {threads}: only {cores} core(s) available")
+    if top_level:
+        reexec_with_passive_pools(args)
+    from ..bench.train_step import (
+        TrainBenchSettings,
+        format_train_report,
+        run_train_bench,
+        train_json,
+    )
+
+    settings = TrainBenchSettings(
+        batch=args.batch[0] if args.batch else 64,
+        rounds=args.rounds,
+        target_s=args.target or 1.0,
+        budget_s=args.budget or 5.0,
+        tol=args.tol,
+        seed=args.seed,
+    )
+    if not args.no_progress and getattr(err, "isatty", lambda: False)():
+        print("timing the training steps ...", file=err, flush=True)
+    result = run_train_bench(
+        settings,
+        threads=threads,
+        peers=() if args.no_peers else ("torch",),
+        breakdown=args.detail,
+    )
+    text = out if args.json != "-" else err  # keep stdout pure JSON with --json -
+    print(format_train_report(result, detail=args.detail), file=text)
+    if args.json:
+        data = json.dumps(train_json(result), indent=1, allow_nan=False)
+        if args.json == "-":
+            print(data, file=out)
+        else:
+            with open(args.json, "w", encoding="utf-8") as f:
+                f.write(data + "\n")
+            print(f"wrote {args.json}", file=text)
     return 0
 
 

@@ -39,6 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     from .bench import add_bench_parser
 
     add_bench_parser(sub)
+    from .train import add_train_parser
+
+    add_train_parser(sub)
+    from .run import add_run_parser
+
+    add_run_parser(sub)
     return parser
 
 
@@ -65,6 +71,14 @@ def main(argv: list[str] | None = None) -> int:
         from .bench import run_bench_command
 
         return run_bench_command(args, top_level=argv is None)
+    if args.command == "train":
+        from .train import run_train_command
+
+        return run_train_command(args, top_level=argv is None)
+    if args.command == "run":
+        from .run import run_run_command
+
+        return run_run_command(args)
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover - argparse rejects first
     return 2
 
