@@ -48,6 +48,17 @@ OC_UNROLL = 4
 
 
 @njit(cache=True, inline="always")
+def write_row(src, dst, n, act, alpha):  # pragma: no cover - compiled
+    """``dst[:n] = act(src[:n])`` (a loop: Numba's slice assignment is slower)."""
+    if act == 0:
+        for q in range(n):
+            dst[q] = src[q]
+    else:
+        for q in range(n):
+            dst[q] = act_scalar(float(src[q]), act, alpha)
+
+
+@njit(cache=True, inline="always")
 def _tap(buf, base, i, j, sh, sw, dh, dw, wq, k0, m):  # pragma: no cover - compiled
     """The ``m`` values tap (i, j) reads for flat outputs ``[k0, k0 + m)`` (module docstring,
     step 2): a contiguous slice of one phase plane of the channel whose phases start at
@@ -145,66 +156,18 @@ def conv2d_direct(
         acc = np.empty((OC_UNROLL, flat), dtype=out.dtype)
         for t in range(rn * tasks // runs, (rn + 1) * tasks // runs):
             _direct_task(
-                x,
-                w,
-                bias,
-                t,
-                g,
-                nb,
-                ocb,
-                co_g,
-                cg,
-                kh,
-                kw,
-                sh,
-                sw,
-                pt,
-                pl,
-                dh,
-                dw,
-                h,
-                wi,
-                hq,
-                wq,
-                flat,
-                act,
-                alpha,
-                buf,
-                acc,
-                out,
-            )
+                x, w, bias, t, g, nb, ocb, co_g, cg, kh, kw, sh, sw, pt, pl, dh, dw, h, wi, hq,
+                wq, flat, act, alpha, buf, acc, out,
+            )  # fmt: skip
 
 
+# fmt: off
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _direct_task(
-    x,
-    w,
-    bias,
-    t,
-    g,
-    nb,
-    ocb,
-    co_g,
-    cg,
-    kh,
-    kw,
-    sh,
-    sw,
-    pt,
-    pl,
-    dh,
-    dw,
-    h,
-    wi,
-    hq,
-    wq,
-    flat,
-    act,
-    alpha,
-    buf,
-    acc,
-    out,
+    x, w, bias, t, g, nb, ocb, co_g, cg, kh, kw, sh, sw, pt, pl, dh, dw, h, wi, hq, wq, flat,
+    act, alpha, buf, acc, out,
 ):  # pragma: no cover - compiled
+    # fmt: on
     """One task of :func:`conv2d_direct`: image ``b``, group ``gi``, output-channel block."""
     b = t // (g * nb)
     gi = (t // nb) % g
@@ -301,13 +264,7 @@ def _direct_task(
             row_acc = acc[u]
             for y in range(oh):
                 row = row_acc[y * wq : y * wq + ow]
-                orow = out[b, oc, y]
-                if act == 0:
-                    for xx in range(ow):
-                        orow[xx] = row[xx]
-                else:
-                    for xx in range(ow):
-                        orow[xx] = act_scalar(float(row[xx]), act, alpha)
+                write_row(row, out[b, oc, y], ow, act, alpha)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH, error_model="numpy")
@@ -365,10 +322,4 @@ def depthwise_conv2d_batched(
             for b in range(n):
                 for y in range(oh):
                     row = acc[b * plane + y * wq : b * plane + y * wq + ow]
-                    orow = out[b, ch, y]
-                    if act == 0:
-                        for xx in range(ow):
-                            orow[xx] = row[xx]
-                    else:
-                        for xx in range(ow):
-                            orow[xx] = act_scalar(float(row[xx]), act, alpha)
+                    write_row(row, out[b, ch, y], ow, act, alpha)
