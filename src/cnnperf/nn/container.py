@@ -21,6 +21,13 @@ from .module import Module, _addindent
 __all__ = ["Sequential", "ModuleList", "ModuleDict"]
 
 
+def _renumber(container: Module, items: list) -> None:
+    """Hold ``items`` under the keys "0", "1", ... (as PyTorch renumbers after a change)."""
+    container._modules.clear()
+    for i, m in enumerate(items):
+        container.add_module(str(i), m)
+
+
 def _index(idx: Any, n: int, what: str) -> int:
     i = operator.index(idx)
     if not -n <= i < n:
@@ -69,10 +76,7 @@ class Sequential(Module):
         else:
             del self._modules[keys[_index(idx, len(keys), "Sequential")]]
         # PyTorch renumbers so that the keys stay "0", "1", ...
-        items = list(self._modules.values())
-        self._modules.clear()
-        for i, m in enumerate(items):
-            self._modules[str(i)] = m
+        _renumber(self, list(self._modules.values()))
 
     def __len__(self) -> int:
         return len(self._modules)
@@ -139,9 +143,7 @@ class ModuleList(Module):
             del items[idx]
         else:
             del items[_index(idx, len(items), "ModuleList")]
-        self._modules.clear()
-        for i, m in enumerate(items):
-            self._modules[str(i)] = m
+        _renumber(self, items)
 
     def __len__(self) -> int:
         return len(self._modules)
@@ -187,9 +189,7 @@ class ModuleList(Module):
         """
         items = list(self._modules.values())
         items.insert(index, module)
-        self._modules.clear()
-        for i, m in enumerate(items):
-            self.add_module(str(i), m)
+        _renumber(self, items)
 
     def __repr__(self) -> str:
         reprs = [repr(m) for m in self]

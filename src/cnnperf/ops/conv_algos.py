@@ -101,7 +101,7 @@ class DirectConv(ConvAlgorithm):
             )  # fmt: skip
             return
         w_prep = getattr(w_prep, "weight", w_prep)
-        if p.is_depthwise and p.c_out == p.c_in and p.n >= 2:
+        if _depthwise_one_per_channel(p) and p.n >= 2:
             # one task per channel for the whole batch. Measured at batch 8 (2 threads, ms,
             # against one task per image and channel): 192x28x28 0.85 vs 1.08, 144x56x56 2.24
             # vs 2.52, 32x112x112 1.80 vs 1.99.
@@ -144,7 +144,12 @@ CL_MAX_OUTPUT_PIXELS = 196
 
 def use_channels_last_depthwise(p: ConvParams) -> bool:
     """Whether the direct algorithm runs ``p`` channels-last (see CL_MAX_OUTPUT_PIXELS)."""
-    return p.is_depthwise and p.c_out == p.c_in and p.oh * p.ow <= CL_MAX_OUTPUT_PIXELS
+    return _depthwise_one_per_channel(p) and p.oh * p.ow <= CL_MAX_OUTPUT_PIXELS
+
+
+def _depthwise_one_per_channel(p: ConvParams) -> bool:
+    """Depthwise with one output channel per input channel (the depthwise kernels' case)."""
+    return p.is_depthwise and p.c_out == p.c_in
 
 
 def direct_channel_block(p: ConvParams, threads: int) -> int:
