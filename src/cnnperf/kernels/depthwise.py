@@ -25,7 +25,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import FASTMATH
-from .epilogue import act_scalar
+from .epilogue import act_row
 
 __all__ = ["depthwise_conv2d_cl", "tile_weight", "tile_bias", "CL_BLOCK"]
 
@@ -103,12 +103,9 @@ def depthwise_conv2d_cl(
                 # step 3: back to NCHW, with the activation
                 for cc in range(m):
                     orow = out[b, c0 + cc, y]
-                    if act == 0:
-                        for xo in range(ow):
-                            orow[xo] = acc[xo * cb + cc]
-                    else:
-                        for xo in range(ow):
-                            orow[xo] = act_scalar(float(acc[xo * cb + cc]), act, alpha)
+                    for xo in range(ow):
+                        orow[xo] = acc[xo * cb + cc]
+                    act_row(orow, orow, ow, act, alpha)  # in L1; vectorised per activation
 
 
 @njit(cache=True, inline="always")

@@ -34,7 +34,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import FASTMATH
-from .epilogue import act_scalar
+from .epilogue import act_row
 
 __all__ = ["conv2d_direct", "depthwise_conv2d_batched", "DIRECT_CHUNK", "OC_UNROLL"]
 
@@ -50,12 +50,7 @@ OC_UNROLL = 4
 @njit(cache=True, inline="always")
 def write_row(src, dst, n, act, alpha):  # pragma: no cover - compiled
     """``dst[:n] = act(src[:n])`` (a loop: Numba's slice assignment is slower)."""
-    if act == 0:
-        for q in range(n):
-            dst[q] = src[q]
-    else:
-        for q in range(n):
-            dst[q] = act_scalar(float(src[q]), act, alpha)
+    act_row(dst, src, n, act, alpha)
 
 
 @njit(cache=True, inline="always")

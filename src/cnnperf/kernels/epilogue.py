@@ -26,6 +26,8 @@ __all__ = [
     "ACT_GELU_TANH",
     "ACT_ELU",
     "act_scalar",
+    "act_row",
+    "bias_act_row",
     "bias_act_inplace",
 ]
 
@@ -93,6 +95,62 @@ def act_scalar(v, code, alpha):  # pragma: no cover - compiled
     return v
 
 
+@njit(inline="always", error_model="numpy")
+def bias_act_row(dst, src, n, bv, code, alpha):  # pragma: no cover - compiled
+    """``dst[:n] = act(src[:n] + bv)`` (``dst`` may be ``src``).
+
+    The activation code is tested once per row, not per element: each common activation has
+    its own branch-free loop, which LLVM vectorises (a per-element ``act_scalar`` call with a
+    data-dependent branch cost 5-7 ns per output on random signs: branch mispredictions; the
+    loops below take ~0.1). relu and relu6 give the same float32 values as ``act_scalar``;
+    leaky_relu multiplies in float64 and rounds once, as it does.
+    """
+    if code == ACT_NONE:
+        for i in range(n):
+            dst[i] = src[i] + bv
+    elif code == ACT_RELU:
+        for i in range(n):
+            v = src[i] + bv
+            dst[i] = 0.0 if v < 0 else v
+    elif code == ACT_RELU6:
+        for i in range(n):
+            v = src[i] + bv
+            v = 0.0 if v < 0 else v
+            dst[i] = 6.0 if v > 6 else v
+    elif code == ACT_LEAKY_RELU:
+        for i in range(n):
+            v = src[i] + bv
+            dst[i] = v * alpha if v < 0 else v
+    else:
+        for i in range(n):
+            dst[i] = act_scalar(float(src[i] + bv), code, alpha)
+
+
+@njit(inline="always", error_model="numpy")
+def act_row(dst, src, n, code, alpha):  # pragma: no cover - compiled
+    """``dst[:n] = act(src[:n])`` (``dst`` may be ``src``); vectorised like
+    :func:`bias_act_row`, without a bias (adding 0.0 would turn -0.0 into +0.0)."""
+    if code == ACT_NONE:
+        for i in range(n):
+            dst[i] = src[i]
+    elif code == ACT_RELU:
+        for i in range(n):
+            v = src[i]
+            dst[i] = 0.0 if v < 0 else v
+    elif code == ACT_RELU6:
+        for i in range(n):
+            v = src[i]
+            v = 0.0 if v < 0 else v
+            dst[i] = 6.0 if v > 6 else v
+    elif code == ACT_LEAKY_RELU:
+        for i in range(n):
+            v = src[i]
+            dst[i] = v * alpha if v < 0 else v
+    else:
+        for i in range(n):
+            dst[i] = act_scalar(float(src[i]), code, alpha)
+
+
 @njit(parallel=True, cache=True, fastmath=FASTMATH, error_model="numpy")
 def bias_act_inplace(out, bias, code, alpha):  # pragma: no cover - compiled
     """``out[b, c, :] = act(out[b, c, :] + bias[c])`` in place; out (n, c, hw), bias (c,)."""
@@ -101,10 +159,4 @@ def bias_act_inplace(out, bias, code, alpha):  # pragma: no cover - compiled
         b = t // c
         ch = t - b * c
         row = out[b, ch]
-        bv = bias[ch]
-        if code == ACT_NONE:
-            for i in range(hw):
-                row[i] += bv
-        else:
-            for i in range(hw):
-                row[i] = act_scalar(float(row[i] + bv), code, alpha)
+        bias_act_row(row, row, hw, bias[ch], code, alpha)

@@ -24,7 +24,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import FASTMATH
-from .epilogue import act_scalar
+from .epilogue import act_row
 
 __all__ = ["gather_tiles", "spectral_contract", "scatter_tiles"]
 
@@ -153,15 +153,10 @@ def scatter_tiles(v, t0, nth, ntw, bias, act, alpha, out):  # pragma: no cover -
         for r in range(rows):
             src = v[r, tt, ch]
             dst = out[b, ch, y0 + r, x0 : x0 + cols]
-            if act == 0:
-                for s in range(cols):
-                    val = src[s] + bv
-                    dst[s] = val
-                    acc[s] += val * 0
-            else:
-                for s in range(cols):
-                    val = src[s] + bv
-                    acc[s] += val * 0
-                    dst[s] = act_scalar(float(val), act, alpha)
+            for s in range(cols):
+                val = src[s] + bv
+                dst[s] = val
+                acc[s] += val * 0
+            act_row(dst, dst, cols, act, alpha)
         check[job] = acc.sum()
     return check.sum() == 0.0

@@ -35,7 +35,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import FASTMATH
-from .epilogue import act_scalar
+from .epilogue import bias_act_row
 
 __all__ = [
     "WINOGRAD_TILES",
@@ -415,12 +415,7 @@ def _output_worker(mm, bias, act, alpha, r0, th, tw, m, tid, nth, out):  # pragm
             for i in range(min(m, oh - y0)):
                 src = yr[i, rr * rw : rr * rw + ow]
                 dst = out[b, o, y0 + i]
-                if act == 0:
-                    for x in range(ow):
-                        dst[x] = src[x] + bv
-                else:
-                    for x in range(ow):
-                        dst[x] = act_scalar(float(src[x] + bv), act, alpha)
+                bias_act_row(dst, src, ow, bv, act, alpha)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH, error_model="numpy")
