@@ -14,6 +14,7 @@ from .. import config
 
 __all__ = [
     "sgemm_peak_gflops",
+    "memory_bandwidth_gbs",
     "machine_info",
     "cpu_model",
     "PASSIVE_POOL_ENV",
@@ -59,6 +60,28 @@ def sgemm_peak_gflops(size: int = 2048, rounds: int = 5) -> float:
     np.matmul(a, b, out=c)
     best = min(_timed(lambda: np.matmul(a, b, out=c)) for _ in range(rounds))
     return 2 * size**3 / best / 1e9
+
+
+def memory_bandwidth_gbs(nbytes: int = 2**27, rounds: int = 5) -> float:
+    """The machine's practical memory bandwidth in GB/s: the best of ``rounds`` NumPy copies
+    of an ``nbytes`` float32 array (well past the caches), counted as bytes read + bytes
+    written over the time (the write-allocate read a cache may add is not counted).
+
+    A single-threaded copy: it is the slope of a roofline's memory-bound side as NumPy's
+    element-wise ops (one thread) see it.
+
+    Example:
+        >>> memory_bandwidth_gbs(nbytes=2**20, rounds=2) > 0
+        True
+    """
+    if nbytes < 4 or rounds < 1:
+        raise ValueError(f"memory_bandwidth_gbs: need nbytes >= 4 and rounds >= 1, got "
+                         f"nbytes={nbytes}, rounds={rounds}")  # fmt: skip
+    src = np.ones(nbytes // 4, np.float32)
+    dst = np.empty_like(src)
+    np.copyto(dst, src)  # touch every page of dst once before timing
+    best = min(_timed(lambda: np.copyto(dst, src)) for _ in range(rounds))
+    return 2 * src.nbytes / best / 1e9
 
 
 def cpu_model() -> str:

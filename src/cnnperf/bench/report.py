@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from typing import TYPE_CHECKING
 
 from .core import SELECTING_ENGINES, BenchRun, LayerResult
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .models import ModelsBenchRun
 
 __all__ = [
     "SCHEMA",
@@ -17,9 +21,13 @@ __all__ = [
     "to_json",
     "plot",
     "geomean",
+    "MODELS_SCHEMA",
+    "format_models_report",
+    "models_json",
 ]
 
 SCHEMA = "cnnperf-bench/2"  # 2: the plan engine, summary["plan"], ratios "plan/<peer>"
+MODELS_SCHEMA = "cnnperf-bench-models/1"  # cnnperf bench --models
 
 
 def geomean(values) -> float | None:
@@ -346,3 +354,73 @@ def plot(run: BenchRun, path: str) -> None:
     ax.legend(fontsize=8, ncols=min(len(cols), 4), loc="upper right", framealpha=0.9)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def format_models_report(run: ModelsBenchRun) -> str:
+    """The table (one row per network and batch), the load-time target and the notes."""
+    s, m, mib = run.settings, run.machine, 1 / 2**20
+    peers = list(run.peers)
+    rounds = s.rounds or f"adaptive (>= {s.target_s:g} s per engine, {s.min_rounds}-{s.max_rounds})"
+    cols = ["cnnperf", *peers]
+    head = f"{'model':<18}{'GFLOP':>7}" + "".join(f"{c + ' ms':>11}" for c in cols)
+    head += "".join(f"{'cnnperf/' + p:>15}" for p in peers)
+    head += f"{'load+1st ms':>13}{'max rel err':>13}{'peak act MiB':>14}{'largest MiB':>13}"
+    lines = [
+        f"cnnperf bench --models: {s.input_size}x{s.input_size} input, {m['threads']} thread(s) "
+        f"for every engine, {m['cpu']}",
+        f"ms: median of {rounds} interleaved rounds after one warm-up call; load+1st: "
+        "cnnperf.compile(ONNX bytes) + first inference",
+        "max rel err: max|cnnperf - ref| / max|ref| (ref: ONNX Runtime, else PyTorch); peak "
+        "act: cnnperf's planned peak activation memory; largest: the largest single layer's "
+        "input + output",
+        "",
+        head,
+        "-" * len(head),
+    ]
+    for r in run.results:
+        row = f"{r.name:<18}{r.flops / 1e9:>7.2f}"
+        row += "".join(f"{_ms(r, c):>11}" for c in cols)
+        row += "".join(f"{_ratio(r.ratio(p)):>15}" for p in peers)
+        mem, err = r.memory, "-" if r.max_rel_err is None else f"{r.max_rel_err:.1e}"
+        row += f"{r.load_first_s * 1e3:>13.0f}{err:>13}"
+        row += f"{mem['planned_peak_bytes'] * mib:>14.1f}{mem['largest_layer_bytes'] * mib:>13.1f}"
+        lines.append(row)
+    first = [r for r in run.results if r.model == "resnet18"]
+    if first:
+        t = first[0].load_first_s
+        met = "met" if t < 2 else "NOT met"
+        lines += ["", f"ResNet-18 load + first inference: {t:.2f} s (target < 2 s: {met})"]
+    if run.notes:
+        lines += ["", "Notes:"] + [f"  {n}" for n in run.notes]
+    lines.append(f"({run.wall_s:.1f} s)")
+    return "\n".join(lines)
+
+
+def models_json(run: ModelsBenchRun) -> dict:
+    """All raw numbers of ``cnnperf bench --models`` as a JSON-ready dict (``MODELS_SCHEMA``)."""
+    models = [
+        {
+            "name": r.name,
+            "model": r.model,
+            "batch": r.batch,
+            "input_shape": list(r.input_shape),
+            "flops": r.flops,
+            "load_first_s": r.load_first_s,
+            "max_rel_err": r.max_rel_err if math.isfinite(r.max_rel_err or 0) else None,
+            "max_rel_err_reference": r.err_reference,
+            "reference": r.reference,
+            "memory": r.memory,
+            "ratios": {f"cnnperf/{p}": r.ratio(p) for p in run.peers},
+            "engines": {name: _engine_json(r, name, run) for name in r.engines},
+        }
+        for r in run.results
+    ]
+    return {
+        "schema": MODELS_SCHEMA,
+        "machine": run.machine,
+        "settings": run.settings.as_dict(),
+        "peers": dict(run.peers),
+        "models": models,
+        "notes": list(run.notes),
+        "wall_s": run.wall_s,
+    }

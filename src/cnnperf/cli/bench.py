@@ -74,6 +74,14 @@ def add_bench_parser(sub) -> argparse.ArgumentParser:
     )
     sel.add_argument("--list", action="store_true", help="list the suite's layers and exit")
     sel.add_argument(
+        "--models",
+        action="store_true",
+        help="time whole networks instead of layers: ResNet-18 and MobileNetV2 at 224x224, "
+        "batch 1 and 8 (--quick: batch 1; --batch to choose), exported to ONNX, with cnnperf, "
+        "ONNX Runtime and PyTorch eager; also cnnperf's load + first-inference time, its error "
+        "against ONNX Runtime and its planned activation memory",
+    )
+    sel.add_argument(
         "--train",
         action="store_true",
         help="time a training step (forward, backward, SGD) of a LeNet-size CNN at batch 64 "
@@ -102,8 +110,8 @@ def add_bench_parser(sub) -> argparse.ArgumentParser:
     tm.add_argument(
         "--tol",
         type=_positive_float,
-        default=1e-4,
-        help="norm-relative output tolerance against the reference (default 1e-4)",
+        help="norm-relative output tolerance against the reference (default 1e-4; --models: "
+        "1e-3, a whole network's float32 error)",
     )
     tm.add_argument(
         "--engines",
@@ -170,6 +178,8 @@ def run_bench_command(args, *, top_level: bool = False, out=None, err=None) -> i
     out = out or sys.stdout
     err = err or sys.stderr
     error = args.bench_error
+    if args.models:
+        return _run_models_bench(args, top_level=top_level, out=out, err=err)
     if args.train:
         return _run_train_bench(args, top_level=top_level, out=out, err=err)
     if args.list:
@@ -210,7 +220,7 @@ def run_bench_command(args, *, top_level: bool = False, out=None, err=None) -> i
         rounds=args.rounds,
         target_s=args.target or (0.05 if args.quick else 0.3),
         budget_s=args.budget or (0.5 if args.quick else 2.0),
-        tol=args.tol,
+        tol=args.tol or 1e-4,
         seed=args.seed,
         engines=engines,
         peers=() if args.no_peers else ("torch", "ort"),
@@ -225,16 +235,64 @@ def run_bench_command(args, *, top_level: bool = False, out=None, err=None) -> i
     text = out if args.json != "-" else err  # keep stdout pure JSON with --json -
     _print_report(result, summary, args, text)
     if args.json:
-        data = json.dumps(report.to_json(result, summary), indent=1, allow_nan=False)
-        if args.json == "-":
-            print(data, file=out)
-        else:
-            with open(args.json, "w", encoding="utf-8") as f:
-                f.write(data + "\n")
-            print(f"wrote {args.json}", file=text)
+        _write_json(args.json, report.to_json(result, summary), out, text)
     if args.plot:
         report.plot(result, args.plot)
         print(f"wrote {args.plot}", file=text)
+    return 0
+
+
+def _write_json(path: str, doc: dict, out, text) -> None:
+    """Write ``doc`` to ``path`` ('-': to ``out``, which then carries nothing else)."""
+    data = json.dumps(doc, indent=1, allow_nan=False)
+    if path == "-":
+        print(data, file=out)
+        return
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(data + "\n")
+    print(f"wrote {path}", file=text)
+
+
+def _run_models_bench(args, *, top_level: bool, out, err) -> int:
+    """``cnnperf bench --models``: whole networks (:mod:`cnnperf.bench.models`)."""
+    from ..config import available_cores, get_num_threads
+
+    error = args.bench_error
+    flags = {"--layer": args.layer, "--tag": args.tag, "--list": args.list,
+             "--train": args.train, "--engines": args.engines, "--plot": args.plot}  # fmt: skip
+    clash = [flag for flag, value in flags.items() if value]
+    if clash:
+        error(f"--models times whole networks; it does not take {', '.join(clash)}")
+    threads = args.threads if args.threads is not None else get_num_threads()
+    if threads > available_cores():
+        error(f"--threads {threads}: only {available_cores()} core(s) available")
+    if top_level:
+        reexec_with_passive_pools(args)
+    from ..bench import report
+    from ..bench.models import ModelsBenchSettings, run_models_bench
+    from ..bench.progress import ProgressBar
+
+    settings = ModelsBenchSettings(
+        batches=tuple(args.batch) if args.batch else (1,) if args.quick else (1, 8),
+        rounds=args.rounds,
+        target_s=args.target or (0.3 if args.quick else 1.0),
+        budget_s=args.budget or (1.0 if args.quick else 4.0),
+        tol=args.tol or 1e-3,
+        seed=args.seed,
+        peers=() if args.no_peers else ("ort", "torch"),
+        ort_spin=args.spin,
+    )
+    bar = ProgressBar(err, enabled=False if args.no_progress else None)
+    try:
+        result = run_models_bench(settings, threads=threads, progress=bar)
+    except ImportError as e:
+        error(str(e))
+    finally:
+        bar.close()
+    text = out if args.json != "-" else err  # keep stdout pure JSON with --json -
+    print(report.format_models_report(result), file=text)
+    if args.json:
+        _write_json(args.json, report.models_json(result), out, text)
     return 0
 
 
@@ -277,7 +335,7 @@ def _run_train_bench(args, *, top_level: bool, out, err) -> int:
         rounds=args.rounds,
         target_s=args.target or 1.0,
         budget_s=args.budget or 5.0,
-        tol=args.tol,
+        tol=args.tol or 1e-4,
         seed=args.seed,
     )
     if not args.no_progress and getattr(err, "isatty", lambda: False)():
@@ -291,13 +349,7 @@ def _run_train_bench(args, *, top_level: bool, out, err) -> int:
     text = out if args.json != "-" else err  # keep stdout pure JSON with --json -
     print(format_train_report(result, detail=args.detail), file=text)
     if args.json:
-        data = json.dumps(train_json(result), indent=1, allow_nan=False)
-        if args.json == "-":
-            print(data, file=out)
-        else:
-            with open(args.json, "w", encoding="utf-8") as f:
-                f.write(data + "\n")
-            print(f"wrote {args.json}", file=text)
+        _write_json(args.json, train_json(result), out, text)
     return 0
 
 

@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .run import add_run_parser
 
     add_run_parser(sub)
+    from .profile import add_profile_parser
+
+    add_profile_parser(sub)
     return parser
 
 
@@ -79,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
         from .run import run_run_command
 
         return run_run_command(args)
+    if args.command == "profile":
+        from .profile import run_profile_command
+
+        return run_profile_command(args)
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover - argparse rejects first
     return 2
 
