@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from conftest import assert_rel_close, to_torch
 
-from cnnperf import ops
+from cnnperf import ops, reference
 from cnnperf.ops.epilogue import FUSABLE_ACTIVATIONS
 
 UNFUSED = {
@@ -96,3 +96,31 @@ def test_nan_and_inf_land_where_a_direct_convolution_puts_them(algo):
         np.testing.assert_array_equal(np.isinf(y), np.isinf(expected))
         finite = np.isfinite(expected)
         assert_rel_close(y[finite], expected[finite], 1e-4, f"{algo}/{act} finite part")
+
+
+@pytest.mark.parametrize("k", [3, 5])
+@pytest.mark.parametrize("act", [None, "relu6"])
+def test_same_padding_depthwise_keeps_nan_and_inf_local(k, act):
+    # The flat-run depthwise kernel reads a row's neighbours across the row ends and corrects
+    # those columns afterwards; a subtraction of an Inf would leave NaN where the convolution
+    # has a finite value. Inf at row ends and NaN at row starts, against the float64 reference.
+    from cnnperf.ops.conv_algos import use_same_depthwise
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 3, 9, 7)).astype(np.float32)
+    x[0, 0, 2, -1] = np.inf
+    x[1, 1, 4, 0] = -np.inf
+    x[1, 2, 6, 0] = np.nan
+    w = rng.standard_normal((3, 1, k, k)).astype(np.float32)
+    b = rng.standard_normal(3).astype(np.float32)
+    kw = dict(padding=k // 2, groups=3)
+    assert use_same_depthwise(ops.conv_params(x.shape, w.shape, **kw))
+    y = ops.conv2d(x, w, b, **kw, algo="direct", activation=act)
+    expected = reference.conv2d(x, w, b, **kw)
+    if act == "relu6":
+        expected = np.where(np.isnan(expected), expected, np.clip(expected, 0, 6))
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(expected))
+    np.testing.assert_array_equal(y[np.isinf(expected)], expected[np.isinf(expected)])
+    finite = np.isfinite(expected)
+    assert finite.sum() > 0.8 * finite.size  # the non-finite values stayed local
+    assert_rel_close(y[finite], expected[finite], 1e-5, f"k{k}/{act} finite part")

@@ -101,6 +101,11 @@ class DirectConv(ConvAlgorithm):
             )  # fmt: skip
             return
         w_prep = getattr(w_prep, "weight", w_prep)
+        if use_same_depthwise(p):
+            from ..kernels.depthwise import depthwise_conv2d_same
+
+            depthwise_conv2d_same(x, w_prep, b, 8 * threads, epi.code, epi.alpha, out)
+            return
         if _depthwise_one_per_channel(p) and p.n >= 2:
             # one task per channel for the whole batch. Measured at batch 8 (2 threads, ms,
             # against one task per image and channel): 192x28x28 0.85 vs 1.08, 144x56x56 2.24
@@ -144,7 +149,35 @@ CL_MAX_OUTPUT_PIXELS = 196
 
 def use_channels_last_depthwise(p: ConvParams) -> bool:
     """Whether the direct algorithm runs ``p`` channels-last (see CL_MAX_OUTPUT_PIXELS)."""
-    return _depthwise_one_per_channel(p) and p.oh * p.ow <= CL_MAX_OUTPUT_PIXELS
+    return (
+        _depthwise_one_per_channel(p)
+        and p.oh * p.ow <= CL_MAX_OUTPUT_PIXELS
+        and not use_same_depthwise(p)
+    )
+
+
+# Stride-1 "same" depthwise planes up to this many pixels run kernels.depthwise's flat-run
+# kernel. Measured single-threaded (ms; same-kernel vs channels-last vs stride phases; PyTorch):
+# batch 1: 576x14x14 0.24 / 0.34 / 0.29 (0.20), 384x14x14 0.16 / 0.23 / 0.20 (0.16), 960x7x7
+# 0.18 / 0.19 / 0.28 (0.14), 192x28x28 0.21 / 0.43 / 0.21 (0.21), but 144x56x56 0.55 / - /
+# 0.45; batch 8: 576x14x14 1.94 / 3.31 / 2.43, 960x7x7 1.21 / 1.49 / 1.90, 192x28x28 2.06 /
+# 4.56 / 1.89, 144x56x56 6.1 / 15.2 / 4.6.
+SAME_MAX_OUTPUT_PIXELS = 784
+
+
+def use_same_depthwise(p: ConvParams) -> bool:
+    """Whether the direct algorithm runs ``p`` with the "same"-padding depthwise kernel: one
+    output channel per input channel, stride 1, no dilation, odd kernel, ``k // 2`` padding on
+    every side, planes up to SAME_MAX_OUTPUT_PIXELS."""
+    return (
+        _depthwise_one_per_channel(p)
+        and (p.sh, p.sw, p.dh, p.dw) == (1, 1, 1, 1)
+        and p.kh % 2 == 1
+        and p.kw % 2 == 1
+        and (p.pt, p.pb) == (p.kh // 2, p.kh // 2)
+        and (p.pl, p.pr) == (p.kw // 2, p.kw // 2)
+        and p.oh * p.ow <= SAME_MAX_OUTPUT_PIXELS
+    )
 
 
 def _depthwise_one_per_channel(p: ConvParams) -> bool:
