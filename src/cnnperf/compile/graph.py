@@ -53,6 +53,48 @@ OPS: dict[str, tuple[str, ...]] = {
     "unsqueeze": ("axes",),
     "identity": (),
     "dropout": (),
+    # inputs (x, weight[, bias]); weight (c_in, c_out/groups, kh, kw). pads (top, bottom, left,
+    # right) crop the unpadded result, output_padding (h, w) adds rows/columns at the end:
+    # oh = (h-1)*sh + dh*(kh-1) + 1 - top - bottom + output_padding_h (as PyTorch's, but pads
+    # may be asymmetric and output_padding any size: rows past the result hold the bias)
+    "conv_transpose2d": ("stride", "pads", "output_padding", "dilation", "groups"),
+    "elu": ("alpha",),
+    "selu": ("alpha", "gamma"),
+    # inputs (x, slope): x if x > 0 else slope * x, slope broadcast to x (unidirectionally)
+    "prelu": (),
+    "erf": (),
+    "sqrt": (),
+    "pow": (),
+    "log_softmax": ("axis", "coerce_2d"),
+    # variadic element-wise ops with broadcasting: one or more inputs
+    "sum": (),
+    "maximum": (),
+    "minimum": (),
+    # ONNX LRN: channels [c - (size-1)//2, c + size//2], y = x / (k + alpha/size * sum)**beta
+    "local_response_norm": ("size", "alpha", "beta", "k"),
+    # inputs (x, scale[, bias]): normalise over dims axis..rank-1
+    "layer_norm": ("axis", "eps"),
+    # axes: tuple of non-negative dims (() reduces over all of them)
+    "reduce_mean": ("axes", "keepdims"),
+    "reduce_sum": ("axes", "keepdims"),
+    # pads: ((before, after), ...) one pair per dim, negative crops; mode: constant, reflect,
+    # edge or wrap; value: the constant fill
+    "pad": ("pads", "mode", "value"),
+    # sizes: output shape (None keeps the batch); scales: per-dim scale the coordinate
+    # transform divides by (ONNX's given scales, else sizes/input); mode: nearest or linear;
+    # coord: ONNX coordinate_transformation_mode; nearest_mode: round_prefer_floor,
+    # round_prefer_ceil, floor, ceil or simple (opset < 11: ceil if downsampling, else floor)
+    "resize": ("sizes", "scales", "mode", "coord", "nearest_mode"),
+    # ONNX Slice on run-time data: starts/ends/steps per axis, clamped to the dims at run time
+    "slice": ("starts", "ends", "axes", "steps"),
+    # indices: constant int (nested) tuple, negative counts from the end (ONNX Gather)
+    "gather": ("axis", "indices"),
+    # sizes: the length of each output along axis
+    "split": ("axis", "sizes"),
+    "tile": ("repeats",),
+    "space_to_depth": ("blocksize",),
+    # mode: "DCR" (depth-column-row, ONNX's default) or "CRD" (PyTorch's pixel_shuffle)
+    "depth_to_space": ("blocksize", "mode"),
 }
 
 # Element-wise activations a conv can apply as it writes its output (see passes).

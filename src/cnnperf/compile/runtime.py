@@ -4,7 +4,8 @@ A builder sees the node, the graph (its initializers) and the static shapes; it 
 per-model work once (a conv's plan and prepared weight, a gemm's transposed weight) and returns
 ``(fn, args)``: at run time ``fn(*values_of(args))`` returns the node's outputs as a tuple.
 Where ``ops`` covers an IR form the kernel calls it; the few forms ``ops`` does not cover (ONNX
-pooling with asymmetric or large pads, HardSigmoid with other slopes) are NumPy glue here.
+pooling with asymmetric or large pads, HardSigmoid with other slopes) are NumPy glue here. The
+builders of the ops beyond the CNN core live in :mod:`.runtime_extra` and are merged in.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 
 from .. import ops
 from .graph import Graph, Node
+from .runtime_extra import EXTRA_BUILDERS
 from .shapes import pool_output_size, reshape_shape
 
 __all__ = ["build_kernel", "pool2d_numpy", "activation_of"]
@@ -273,6 +275,7 @@ _BUILDERS: dict[str, Callable[[Node, Graph, dict], Kernel]] = {
     "unsqueeze": _simple(_unsqueeze),
     "identity": _simple(lambda a, x: x),
     "dropout": _simple(lambda a, x: x),
+    **EXTRA_BUILDERS,
 }
 
 

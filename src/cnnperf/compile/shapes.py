@@ -14,9 +14,18 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from .graph import Graph, Node
 
-__all__ = ["infer_shapes", "infer_node", "pool_output_size", "broadcast_shapes", "Shape"]
+__all__ = [
+    "infer_shapes",
+    "infer_node",
+    "pool_output_size",
+    "broadcast_shapes",
+    "slice_bounds",
+    "Shape",
+]
 
 Shape = tuple  # of int | None
 
@@ -176,6 +185,88 @@ def _unsqueeze(node: Node, s: list[Shape]) -> list[Shape]:
     return [tuple(x)]
 
 
+def slice_bounds(dim: int, start: int, end: int, step: int) -> slice:
+    """The Python slice equal to ONNX Slice's ``(start, end, step)`` on a dim of length ``dim``.
+
+    Negative start/end count from the end; both are then clamped (to ``[0, dim]``, or for a
+    negative step to ``[0, dim - 1]`` and ``[-1, dim - 1]``, where -1 means "through index 0").
+
+    Example:
+        >>> list(range(5))[slice_bounds(5, -1, -2**63, -2)]
+        [4, 2, 0]
+    """
+    if step == 0:
+        raise ValueError("slice: step must not be 0")
+    start = start + dim if start < 0 else start
+    end = end + dim if end < 0 else end
+    if step > 0:
+        start, end = min(max(start, 0), dim), min(max(end, 0), dim)
+    else:
+        start, end = min(max(start, 0), dim - 1), min(max(end, -1), dim - 1)
+    return slice(start, None if end < 0 else end, step)
+
+
+def _slice(node: Node, s: list[Shape]) -> list[Shape]:
+    out = list(s[0])
+    a = node.attrs
+    for ax, b, e, st in zip(a["axes"], a["starts"], a["ends"], a["steps"], strict=True):
+        if out[ax] is not None:
+            out[ax] = len(range(out[ax])[slice_bounds(out[ax], b, e, st)])
+    return [tuple(out)]
+
+
+def _conv_transpose(node: Node, s: list[Shape]) -> list[Shape]:
+    h, w = _spatial(node, s[0])
+    _, cog, kh, kw = s[1]
+    a = node.attrs
+    (sh, sw), (dh, dw) = a.get("stride", (1, 1)), a.get("dilation", (1, 1))
+    pt, pb, pl, pr = a.get("pads", (0, 0, 0, 0))
+    oph, opw = a.get("output_padding", (0, 0))
+    oh = (h - 1) * sh + dh * (kh - 1) + 1 - pt - pb + oph
+    ow = (w - 1) * sw + dw * (kw - 1) + 1 - pl - pr + opw
+    if oh < 1 or ow < 1:
+        raise ValueError(f"conv_transpose2d {node.name!r}: input {s[0]} gives an empty output")
+    return [(s[0][0], cog * a.get("groups", 1), oh, ow)]
+
+
+def _reduce(node: Node, s: list[Shape]) -> list[Shape]:
+    x, axes = s[0], set(node.attrs["axes"]) or set(range(len(s[0])))
+    if node.attrs.get("keepdims", True):
+        return [tuple(1 if i in axes else d for i, d in enumerate(x))]
+    return [tuple(d for i, d in enumerate(x) if i not in axes)]
+
+
+def _gather(node: Node, s: list[Shape]) -> list[Shape]:
+    x, ax = s[0], node.attrs["axis"] % len(s[0])
+    idx_shape = tuple(np.shape(node.attrs["indices"]))
+    return [(*x[:ax], *idx_shape, *x[ax + 1 :])]
+
+
+def _split(node: Node, s: list[Shape]) -> list[Shape]:
+    ax = node.attrs["axis"] % len(s[0])
+    return [tuple(n if i == ax else d for i, d in enumerate(s[0])) for n in node.attrs["sizes"]]
+
+
+def _space_to_depth(node: Node, s: list[Shape]) -> list[Shape]:
+    n, c, h, w = s[0]
+    b = node.attrs["blocksize"]
+    if h % b or w % b:
+        raise ValueError(f"space_to_depth {node.name!r}: {s[0]} is not divisible by {b}")
+    return [(n, c * b * b, h // b, w // b)]
+
+
+def _depth_to_space(node: Node, s: list[Shape]) -> list[Shape]:
+    n, c, h, w = s[0]
+    b = node.attrs["blocksize"]
+    if c % (b * b):
+        raise ValueError(f"depth_to_space {node.name!r}: {c} channels not divisible by {b * b}")
+    return [(n, c // (b * b), h * b, w * b)]
+
+
+def _none_times(d, r: int):
+    return None if d is None else d * r
+
+
 def _same(node: Node, s: list[Shape]) -> list[Shape]:
     return [s[0]]
 
@@ -200,7 +291,25 @@ _RULES = {
     "transpose": lambda n, s: [tuple(s[0][p] for p in n.attrs["perm"])],
     "squeeze": _squeeze,
     "unsqueeze": _unsqueeze,
-    **{op: _broadcast for op in ("add", "sub", "mul", "div")},
+    **{op: _broadcast for op in ("add", "sub", "mul", "div", "pow", "sum", "maximum", "minimum")},
+    "conv_transpose2d": _conv_transpose,
+    "reduce_mean": _reduce,
+    "reduce_sum": _reduce,
+    "pad": lambda n, s: [
+        tuple(
+            None if d is None else d + b + a
+            for d, (b, a) in zip(s[0], n.attrs["pads"], strict=True)
+        )
+    ],
+    "resize": lambda n, s: [tuple(n.attrs["sizes"])],
+    "slice": _slice,
+    "gather": _gather,
+    "split": _split,
+    "tile": lambda n, s: [
+        tuple(_none_times(d, r) for d, r in zip(s[0], n.attrs["repeats"], strict=True))
+    ],
+    "space_to_depth": _space_to_depth,
+    "depth_to_space": _depth_to_space,
 }
 
 

@@ -16,7 +16,14 @@ import numpy as np
 from ..compile.graph import Graph, Node
 from ..compile.shapes import infer_node
 
-__all__ = ["import_model", "parse_model", "ImportContext", "BATCH", "require_onnx"]
+__all__ = [
+    "import_model",
+    "parse_model",
+    "load_external_data",
+    "ImportContext",
+    "BATCH",
+    "require_onnx",
+]
 
 # Stand-in for the dynamic batch size inside folded shape values (Shape of a value whose first
 # dimension is dynamic); Reshape turns it back into "copy the input's batch dimension".
@@ -46,21 +53,17 @@ def parse_model(model):
     onnx = require_onnx()
     if isinstance(model, onnx.ModelProto):
         proto = model
+        _refuse_external(onnx, proto, "the given ModelProto")
     elif isinstance(model, (bytes, bytearray, memoryview)):
         proto = _parse_bytes(onnx, bytes(model), "the given bytes")
+        _refuse_external(onnx, proto, "the given bytes")
     elif isinstance(model, (str, os.PathLike)):
         path = os.fspath(model)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"cnnperf.onnx.load: no such file: {path!r}")
         with open(path, "rb") as f:
             proto = _parse_bytes(onnx, f.read(), repr(path))
-        if any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
-            try:
-                from onnx.external_data_helper import load_external_data_for_model
-
-                load_external_data_for_model(proto, os.path.dirname(os.path.abspath(path)))
-            except Exception as e:
-                raise ValueError(f"{path!r}: cannot load external tensor data: {e}") from e
+        load_external_data(onnx, proto, os.path.dirname(os.path.abspath(path)), repr(path))
     else:
         raise TypeError(
             "cnnperf.onnx.load expects a path, bytes or an onnx.ModelProto, "
@@ -69,6 +72,59 @@ def parse_model(model):
     if not proto.graph.output:
         raise ValueError("invalid ONNX model: the graph has no outputs")
     return proto
+
+
+def _tensors(proto):
+    """The graph's initializers and its Constant nodes' tensors (where external data can be)."""
+    yield from proto.graph.initializer
+    for n in proto.graph.node:
+        for a in n.attribute:
+            if a.HasField("t"):
+                yield a.t
+
+
+def _refuse_external(onnx, proto, what: str) -> None:
+    for t in _tensors(proto):
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            raise ValueError(
+                f"{what}: tensor {t.name!r} keeps its data in an external file; load the "
+                "model from its path so that the file can be found next to it"
+            )
+
+
+def load_external_data(onnx, proto, base_dir: str, what: str = "the model") -> None:
+    """Read external tensor data into ``proto`` (in place) from files under ``base_dir``.
+
+    A location that is absolute or resolves (``..``, symbolic links) outside ``base_dir`` is
+    refused, as are missing files and short reads: ValueError naming the tensor.
+    """
+    base = os.path.realpath(base_dir)
+    for t in _tensors(proto):
+        if t.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        info = {e.key: e.value for e in t.external_data}
+        loc = info.get("location", "")
+        where = f"{what}: tensor {t.name!r} (external data {loc!r})"
+        if not loc or os.path.isabs(loc) or os.path.splitdrive(loc)[0]:
+            raise ValueError(f"{where}: the location must be a path relative to the model's folder")
+        path = os.path.realpath(os.path.join(base, loc))
+        if os.path.commonpath([base, path]) != base:
+            raise ValueError(f"{where}: the path escapes the model's folder {base!r}; refused")
+        if not os.path.isfile(path):
+            raise ValueError(f"{where}: no such file {path!r}")
+        try:
+            offset = int(info.get("offset", 0))
+            length = None if info.get("length") is None else int(info["length"])
+        except ValueError as e:
+            raise ValueError(f"{where}: bad offset/length ({e})") from e
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read() if length is None else f.read(length)
+        if length is not None and len(data) != length:
+            raise ValueError(f"{where}: the file holds {len(data)} of the {length} bytes needed")
+        t.raw_data = data
+        del t.external_data[:]
+        t.data_location = onnx.TensorProto.DEFAULT
 
 
 def _parse_bytes(onnx, data: bytes, what: str):
@@ -155,7 +211,13 @@ def _attrs(onnx, node) -> dict:
     out = {}
     for a in node.attribute:
         v = onnx.helper.get_attribute_value(a)
-        out[a.name] = v.decode() if isinstance(v, bytes) else v
+        try:
+            out[a.name] = v.decode() if isinstance(v, bytes) else v
+        except UnicodeDecodeError as e:
+            raise ValueError(
+                f"invalid ONNX model: {node.op_type} node {node.name!r}: attribute {a.name!r} "
+                f"is not valid UTF-8 text ({e})"
+            ) from e
     return out
 
 
@@ -198,16 +260,6 @@ def import_model(model, input_shapes: Mapping[str, tuple] | None = None) -> Grap
     if opset < MIN_OPSET:
         raise NotImplementedError(f"ONNX opset {opset} is not supported (need >= {MIN_OPSET})")
     g = proto.graph
-    unsupported = [
-        f"{n.op_type} (node {n.name!r})"
-        for n in g.node
-        if n.domain not in ("", "ai.onnx") or n.op_type not in MAPPERS
-    ]
-    if unsupported:
-        raise NotImplementedError(
-            f"ONNX model uses {len(unsupported)} node(s) cnnperf does not support: "
-            + ", ".join(unsupported)
-        )
     ctx = ImportContext(opset)
     for t in g.initializer:
         try:
@@ -220,16 +272,47 @@ def import_model(model, input_shapes: Mapping[str, tuple] | None = None) -> Grap
             shape = _input_shape(onnx, vi, overrides)
             ctx.graph.inputs[vi.name] = shape
             ctx.shapes[vi.name] = shape
+    # Every unsupported node is reported, in one error: an unknown op type, or a form its
+    # mapper refuses. Nodes reading their outputs are skipped (their inputs have no shape).
+    unknown_ops: list[str] = []
+    forms: list[str] = []
+    skipped: set[str] = set()
     for n in g.node:
+        if n.domain not in ("", "ai.onnx") or n.op_type not in MAPPERS:
+            unknown_ops.append(f"{n.op_type} (node {n.name!r})")
+            skipped.update(n.output)
+            continue
+        if any(v in skipped for v in n.input):
+            skipped.update(n.output)
+            continue
         try:
             MAPPERS[n.op_type](ctx, n, _attrs(onnx, n))
-        except (KeyError, IndexError) as e:
+        except NotImplementedError as e:
+            forms.append(str(e))
+            skipped.update(n.output)
+        except (KeyError, IndexError, TypeError) as e:
             raise ValueError(
                 f"invalid ONNX model: {n.op_type} node {n.name!r} lacks an input, attribute "
-                f"or value it needs ({type(e).__name__}: {e})"
+                f"or value it needs, or has one of the wrong type ({type(e).__name__}: {e})"
             ) from e
+    _raise_unsupported(unknown_ops, forms)
     ctx.graph.outputs = [o.name for o in g.output]
     for name in ctx.graph.outputs:
         if name in ctx.consts and name not in ctx.graph.initializers:
             ctx.graph.initializers[name] = ctx._runtime_array(name)
     return ctx.graph.remove_unused().validate()
+
+
+def _raise_unsupported(unknown_ops: list[str], forms: list[str]) -> None:
+    parts = []
+    if unknown_ops:
+        parts.append(
+            f"ONNX model uses {len(unknown_ops)} node(s) cnnperf does not support: "
+            + ", ".join(unknown_ops)
+        )
+    if forms:
+        parts.append(
+            f"{len(forms)} node(s) use forms cnnperf does not support: " + "; ".join(forms)
+        )
+    if parts:
+        raise NotImplementedError(". ".join(parts))

@@ -3,7 +3,9 @@
 A mapper ``(ctx, node, attrs) -> None`` reads the ONNX node (attributes already decoded) and
 emits graph IR nodes through ``ctx.emit`` (or records a folded constant). ONNX semantics are
 mapped exactly: pools default to stride 1, AveragePool to ``count_include_pad=0``, Gemm to
-``transB=0``, Softmax before opset 13 flattens to 2-D at ``axis`` (default 1).
+``transB=0``, Softmax before opset 13 flattens to 2-D at ``axis`` (default 1). The tables of
+:mod:`.mappers_tensor`, :mod:`.mappers_extra` and :mod:`.mappers_extra_tensor` are merged into
+:data:`MAPPERS`, the importer's dispatch table.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from .importer import ImportContext
+from .mappers_extra import EXTRA_MAPPERS
+from .mappers_extra_tensor import EXTRA_TENSOR_MAPPERS
 from .mappers_tensor import TENSOR_MAPPERS
 
 __all__ = ["MAPPERS", "onnx_pads"]
@@ -33,6 +37,8 @@ def onnx_pads(node, attrs: dict, in_hw, kernel, strides, dilations) -> tuple[int
     auto = attrs.get("auto_pad", "NOTSET")
     if auto in ("NOTSET", ""):
         p = [int(v) for v in attrs.get("pads", [0, 0, 0, 0])]
+        if len(p) != 4 or min(p) < 0:
+            raise ValueError(f"{node.op_type} node {node.name!r}: pads {p} must be 4 ints >= 0")
         return (p[0], p[2], p[1], p[3])  # ONNX order: (h_begin, w_begin, h_end, w_end)
     if auto == "VALID":
         return (0, 0, 0, 0)
@@ -176,4 +182,6 @@ MAPPERS = {
     "Gemm": _gemm,
     "MatMul": _matmul,
     **TENSOR_MAPPERS,
+    **EXTRA_MAPPERS,
+    **EXTRA_TENSOR_MAPPERS,
 }

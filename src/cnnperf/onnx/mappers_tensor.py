@@ -2,8 +2,9 @@
 
 Every mapper here folds its node when all its inputs are constants (so PyTorch's exported
 ``Shape -> Gather -> Unsqueeze -> Concat -> Reshape`` chains become one constant shape) and
-emits a graph IR node otherwise. Shape, Gather, Cast (to non-float), Slice and
-ConstantOfShape only fold: on run-time values they raise NotImplementedError.
+emits a graph IR node otherwise. Slice and Gather run on activations too (their starts, ends,
+axes, steps and indices must be constants); Cast to non-float types and ConstantOfShape only
+fold: on run-time values they raise NotImplementedError.
 """
 
 from __future__ import annotations
@@ -197,11 +198,34 @@ def _fold_only(fn):
     return mapper
 
 
-def _gather(ctx, node, attrs, vals):
-    data, idx = vals[0], vals[1]
+def _gather(ctx: ImportContext, node, attrs: dict) -> None:
+    x = node.input[0]
+    idx = ctx.require_const(node.input[1], node, "indices")
+    shape = ctx.shape(x)
     axis = int(attrs.get("axis", 0))
-    idx = np.where(idx < 0, idx + data.shape[axis], idx)
-    return np.take(data, idx, axis=axis)
+    if not -len(shape) <= axis < len(shape):
+        raise ValueError(f"Gather node {node.name!r}: axis {axis} for data of shape {shape}")
+    axis %= len(shape)
+    dim = shape[axis]
+    if idx.dtype.kind not in "iu":
+        raise ValueError(f"Gather node {node.name!r}: indices must be integers, got {idx.dtype}")
+    if dim is not None and idx.size and (idx.min() < -dim or idx.max() >= dim):
+        raise ValueError(
+            f"Gather node {node.name!r}: indices {idx.ravel().tolist()} out of range for dim "
+            f"{axis} of size {dim}"
+        )
+    if ctx.is_const(x):
+        data = ctx.const(x)
+        ctx.set_const(node.output[0], np.take(data, np.where(idx < 0, idx + dim, idx), axis=axis))
+        return
+    if dim is None:
+        raise _unsupported(node, "gathering along the dynamic batch dimension")
+    ctx.emit("gather", [x], node.output[:1], node, axis=axis, indices=_nested(idx))
+
+
+def _nested(a: np.ndarray):
+    """An int array as nested tuples (a plain int when 0-d): a hashable attribute value."""
+    return int(a) if a.ndim == 0 else tuple(_nested(v) for v in a)
 
 
 def _cast(ctx: ImportContext, node, attrs: dict) -> None:
@@ -217,19 +241,42 @@ def _cast(ctx: ImportContext, node, attrs: dict) -> None:
         raise _unsupported(node, f"casting run-time values to {to} is not supported")
 
 
-def _slice(ctx, node, attrs, vals):
-    data = vals[0]
+def _slice(ctx: ImportContext, node, attrs: dict) -> None:
+    from ..compile.shapes import slice_bounds
+
+    x = node.input[0]
+    shape = ctx.shape(x)
     if ctx.opset < 10:
-        starts, ends = attrs["starts"], attrs["ends"]
-        axes, steps = attrs.get("axes", range(len(starts))), [1] * len(starts)
+        starts, ends = list(attrs["starts"]), list(attrs["ends"])
+        axes, steps = list(attrs.get("axes", range(len(starts)))), [1] * len(starts)
     else:
-        starts, ends = vals[1].tolist(), vals[2].tolist()
-        axes = vals[3].tolist() if len(vals) > 3 and vals[3] is not None else range(len(starts))
-        steps = vals[4].tolist() if len(vals) > 4 and vals[4] is not None else [1] * len(starts)
-    index = [slice(None)] * data.ndim
-    for s, e, a, st in zip(starts, ends, axes, steps, strict=False):
-        index[int(a)] = slice(int(s), int(e), int(st))
-    return data[tuple(index)]
+        names = [*node.input[1:5], "", "", ""][:4]
+        what = ("starts", "ends", "axes", "steps")
+        vals = [
+            ctx.require_const(v, node, w).ravel().tolist() if v else None
+            for v, w in zip(names, what, strict=True)
+        ]
+        starts, ends = vals[0], vals[1]
+        axes = vals[2] if vals[2] is not None else list(range(len(starts)))
+        steps = vals[3] if vals[3] is not None else [1] * len(starts)
+    if not len(starts) == len(ends) == len(axes) == len(steps):
+        raise ValueError(f"Slice node {node.name!r}: starts, ends, axes, steps differ in length")
+    if any(not -len(shape) <= a < len(shape) for a in axes) or 0 in steps:
+        raise ValueError(f"Slice node {node.name!r}: axes {axes} / steps {steps} for {shape}")
+    axes = [int(a) % len(shape) for a in axes]
+    if len(set(axes)) != len(axes):
+        raise ValueError(f"Slice node {node.name!r}: repeated axes {axes}")
+    if ctx.is_const(x):
+        data = ctx.const(x)
+        index = [slice(None)] * data.ndim
+        for a, b, e, st in zip(axes, starts, ends, steps, strict=True):
+            index[a] = slice_bounds(data.shape[a], int(b), int(e), int(st))
+        ctx.set_const(node.output[0], data[tuple(index)])
+        return
+    ctx.emit(
+        "slice", [x], node.output[:1], node, starts=tuple(int(v) for v in starts),
+        ends=tuple(int(v) for v in ends), axes=tuple(axes), steps=tuple(int(v) for v in steps),
+    )  # fmt: skip
 
 
 def _constant_of_shape(ctx, node, attrs, vals):
@@ -254,8 +301,8 @@ TENSOR_MAPPERS = {
     "Identity": _identity("identity"),
     "Dropout": _identity("dropout"),
     "Shape": _shape,
-    "Gather": _fold_only(_gather),
+    "Gather": _gather,
     "Cast": _cast,
-    "Slice": _fold_only(_slice),
+    "Slice": _slice,
     "ConstantOfShape": _fold_only(_constant_of_shape),
 }
