@@ -1,7 +1,10 @@
-"""ONNX import: ``cnnperf.onnx.load(model) -> CompiledModel``.
+"""ONNX import and export: ``cnnperf.onnx.load(model) -> CompiledModel`` and
+``cnnperf.onnx.save(model, path, input_shape)``.
 
 The ``onnx`` package is an optional dependency (``pip install 'cnnperf[onnx]'``), imported
-only when a model is loaded. Supported ops are the keys of :data:`cnnperf.onnx.mappers.MAPPERS`.
+only when a model is loaded or saved. Supported ops are the keys of
+:data:`cnnperf.onnx.mappers.MAPPERS` (import) and :data:`cnnperf.onnx.export.EXPORTERS`
+(export: graph IR ops; :func:`save` takes a ``cnnperf.nn`` Module, a Graph or a CompiledModel).
 
 Example:
     >>> from onnx import TensorProto, helper
@@ -19,9 +22,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 
 from ..compile import CompiledModel, Graph, compile_graph
+from .export import save
 from .importer import import_model, require_onnx
 
-__all__ = ["load", "import_model", "require_onnx"]
+__all__ = ["load", "save", "import_model", "require_onnx"]
 
 
 def load(
