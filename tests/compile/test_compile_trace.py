@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
+import onnxruntime as ort
 import pytest
 from compile_models import BasicBlock, randomize_bn, tiny_resnet
 from conftest import assert_rel_close
 
+import cnnperf.onnx
 from cnnperf import nn
 from cnnperf.autograd import functional as F
+from cnnperf.autograd import no_grad
 from cnnperf.compile import compile_graph, trace
 
 RNG = np.random.default_rng(0)
@@ -138,29 +143,162 @@ def test_model_returning_its_input_gets_an_identity_output():
     np.testing.assert_array_equal(compile_graph(g)(x), x)
 
 
-class UsesMean(nn.Module):
+def _onnx_run(model, shape, x):
+    """``cnnperf.onnx.save`` (dynamic batch), then ONNX Runtime: one array per output."""
+    buf = io.BytesIO()
+    cnnperf.onnx.save(model, buf, shape)
+    sess = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: x})
+
+
+def _param(*shape, scale=0.3):
+    return nn.Parameter(scale * _x(*shape))
+
+
+class LayerFunctions(nn.Module):
+    """The layer functions on parameters of the module's own, and the extra activations."""
+
     def __init__(self):
         super().__init__()
-        self.conv = nn.Conv2d(3, 4, 1)
+        self.w, self.b = _param(4, 3, 3, 3), _param(4)
+        self.wt = _param(4, 2, 2, 2)
+        self.slope = nn.Parameter(np.array([0.1, -0.2, 0.3, 0.5], np.float32))
+        self.shared_slope = nn.Parameter(np.array([0.25], np.float32))
 
     def forward(self, x):
-        return self.conv(x).mean((2, 3))
+        y = F.conv2d(x, self.w, self.b, padding=((1, 0), (2, 1)))
+        y = F.prelu(F.pad(y, (1, 2, 0, 1), value=0.5), self.slope)
+        y = F.pad(y, (1, 1, 2, 1), mode="reflect") + F.pad(y, (1, 1, 2, 1), mode="replicate")
+        y = F.conv_transpose2d(y, self.wt, None, stride=2, padding=1, output_padding=1)
+        y = F.max_pool2d(y, 3, 2, 1, ceil_mode=True) - F.avg_pool2d(y, 3, 2, 1, ceil_mode=True)
+        y = F.adaptive_avg_pool2d(F.avg_pool2d(y, 2, divisor_override=3), (3, 2))
+        z = F.elu(y, 0.7) + F.selu(y) - F.gelu(y) * F.gelu(y, "tanh")
+        z = z + F.prelu(y, self.shared_slope)
+        return F.log_softmax(z, 1), F.softmax(z, -1)
+
+
+class Activations(nn.Module):
+    def forward(self, x):
+        a = F.leaky_relu(x, 0.2) + F.hardtanh(x, -0.5, 0.25) + F.relu6(x * 4) + F.silu(x)
+        b = F.hardswish(x) * F.hardsigmoid(x) - F.sigmoid(x) / (1.5 + F.tanh(x))
+        return F.relu(a) + b
+
+
+class TensorOps(nn.Module):
+    """Reductions, pow, matmul, shape moves, indexing and cat in a custom forward."""
+
+    def __init__(self):
+        super().__init__()
+        self.m = _param(5, 6)
+
+    def forward(self, x):  # x (n, 3, 4, 5)
+        centered = x - x.mean((2, 3), keepdims=True)
+        scaled = centered / (F.sum(centered**2, axis=-1, keepdims=True) + 1.0) ** 0.5
+        y = F.matmul(scaled, self.m) @ self.m.T  # (n, 3, 4, 5)
+        p = y.permute(0, 2, 3, 1).transpose(1, 2)  # (n, 5, 4, 3)
+        parts = [p[:, 1:4, ::2, -1], p[..., 0], -p[:, ::-1, -1:, 1].flatten(1, 2)[:, None, :3]]
+        mask = np.array([True, False, True])
+        picked = x[..., np.array([3, 0, 3]), :] + x[:, mask].sum(1)[:, None, :3]
+        out = F.cat([F.flatten(q, 1) for q in parts] + [picked.reshape(x.shape[0], -1)], dim=1)
+        return F.cat([out, out.astype(np.float64).astype(np.float32)[:, :7]], 1).mean(-1), y
+
+
+class NormsAndLinear(nn.Module):
+    """Batch norm with running or batch statistics, N-d linear, eval dropout, a weight
+    computed from parameters (folded into a constant)."""
+
+    def __init__(self):
+        super().__init__()
+        self.rm, self.rv = 0.1 * _x(3), 0.5 + np.abs(_x(3))
+        self.g, self.beta, self.w = _param(3) + 1, _param(3), _param(3, 3, 1, 1)
+        self.lin, self.lin_b = _param(2, 5), _param(2)
+
+    def forward(self, x):
+        y = F.batch_norm(x, self.rm, self.rv, self.g, self.beta, eps=1e-3)
+        y = y + F.batch_norm(x, None, None, self.g, None, training=True)
+        w = (self.w - self.w.mean()) / (F.sum(self.w * self.w) ** 0.5)  # weight standardisation
+        y = F.dropout(F.conv2d(y, w), 0.5, training=self.training)
+        return F.linear(y, self.lin, self.lin_b)  # (n, 3, 4, 2)
+
+
+@pytest.mark.parametrize(
+    "model,shape",
+    [
+        (LayerFunctions(), (None, 3, 6, 5)),
+        (Activations(), (None, 2, 3, 7)),
+        (TensorOps(), (None, 3, 4, 5)),
+        (NormsAndLinear(), (None, 3, 4, 5)),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, nn.Module) else "",
+)
+def test_functional_forwards_compile_and_export(model, shape):
+    x = _x(3, *shape[1:])
+    with no_grad():
+        out = model.eval()(x)
+    want = [t.data for t in (out if isinstance(out, tuple) else (out,))]
+    g = trace(model, shape)
+    for passes in ((), None):
+        got = compile_graph(g, passes).run({"input": x})
+        for name, w in zip(g.outputs, want, strict=True):
+            assert_rel_close(got[name], w, 1e-5, f"{name}, passes={passes}")
+    for got, w in zip(_onnx_run(model, shape, x), want, strict=True):
+        assert_rel_close(got, w, 1e-4, "onnxruntime")
+    assert not [n for n in g.nodes if all(v in g.initializers for v in n.inputs)]  # folded
+
+
+class Noisy(nn.Module):
+    def forward(self, x):
+        return F.dropout(x, 0.5)  # training=True whatever the mode: random at inference
+
+
+class WithLoss(nn.Module):
+    def forward(self, x):
+        return F.mse_loss(x, np.zeros(x.shape, np.float32))
+
+
+class WeightFromInput(nn.Module):
+    def forward(self, x):
+        return F.conv2d(x, F.relu(x))
+
+
+class TwoArrayIndex(nn.Module):
+    def forward(self, x):
+        return x[:, np.array([0, 1]), np.array([1, 0])]
+
+
+class ReversedBatch(nn.Module):
+    def forward(self, x):
+        return x[::-1]
 
 
 @pytest.mark.parametrize(
     "model,match",
     [
-        (nn.Sequential(nn.Conv2d(3, 3, 1), nn.ELU()), r"'elu'.*the forward of 1 \(ELU\)"),
-        (nn.Sequential(nn.Sequential(UsesMean())), r"'mean'.*the forward of 0\.0 \(UsesMean\)"),
-        (nn.Sequential(nn.ConvTranspose2d(3, 2, 2)), r"conv_transpose2d.*ConvTranspose2d"),
-        (nn.Sequential(nn.Conv2d(3, 2, 3, padding=1, padding_mode="reflect")), "padding_mode"),
         (nn.Sequential(nn.MaxPool2d(2, return_indices=True)), "MaxPool2d '0'.*returning tuple"),
+        (nn.Sequential(Noisy()), r"training-mode dropout.*the forward of 0 \(Noisy\)"),
+        (nn.Sequential(nn.ReLU(), WithLoss()), r"'mse_loss'.*the forward of 1 \(WithLoss\)"),
+        (WeightFromInput(), "a conv2d weight computed from the input"),
+        (TwoArrayIndex(), r"index .*one integer or boolean array"),
+        (ReversedBatch(), "stepping backwards over the batch"),
     ],
 )
 def test_unsupported_modules_and_ops_are_named(model, match):
     with pytest.raises(NotImplementedError, match=match):
-        trace(model, (None, 3, 4, 4))
+        trace(model, (None, 3, 3, 3))
     assert all("forward" not in m.__dict__ for m in model.modules())
+
+
+class FlattenBatch(nn.Module):
+    def forward(self, x):
+        return x.reshape(3, -1) * 2.0
+
+
+def test_reshape_across_the_batch_needs_a_fixed_batch():
+    with pytest.raises(NotImplementedError, match="mixes the dynamic batch.*fixed batch size"):
+        trace(FlattenBatch(), (None, 3, 2, 2))
+    x = _x(2, 3, 2, 2)
+    g = trace(FlattenBatch(), (2, 3, 2, 2))
+    np.testing.assert_array_equal(compile_graph(g)(x), x.reshape(3, -1) * 2.0)
 
 
 def test_bad_input_shape():

@@ -1,22 +1,29 @@
 """Tracing a ``cnnperf.nn`` model into the graph IR by running one forward pass.
 
 How it works (no change to ``nn`` or ``autograd``): for the duration of the trace, every
-module's ``forward`` is shadowed by an instance attribute.
+module's ``forward`` is shadowed by an instance attribute and every parameter stops requiring
+grad, so the autograd tape records exactly the operations that depend on the input.
 
-- A module of a known type (:data:`LEAF_MODULES`: Conv2d, BatchNorm, Linear, pools,
+- A module of a type in :data:`LEAF_MODULES` (Conv2d, BatchNorm, Linear, pools, most
   activations, Flatten, Dropout, Identity) runs as usual, then emits its graph node(s) from its
-  attributes; its weights are copied into initializers. BatchNorm uses its running statistics
-  and Dropout is the identity (the model is traced in eval mode and restored afterwards).
-- Any other module (Sequential, a residual block with ``out + identity`` in its forward) runs
-  its own forward; the Tensor operations between known modules are read back from the autograd
-  tape (each result's ``grad_fn`` names the operation and holds its inputs), so ``+ - * /``,
-  ``relu``/``sigmoid``/``tanh``/``hardswish``/``relu6``/``hardsigmoid``/``silu``, ``reshape``
-  and ``flatten`` that keep the batch dimension, and ``cat`` become graph nodes.
-- A Tensor that does not depend on the input (a parameter or constant used in a forward)
-  becomes a constant initializer.
+  attributes. BatchNorm uses its running statistics and Dropout is the identity (the model is
+  traced in eval mode and restored afterwards).
+- Any other module (Sequential, ConvTranspose2d, ELU, GELU, LogSoftmax, a residual block with
+  ``out + identity`` in its forward), and a leaf module in a form its attributes do not cover
+  (reflect padding, ``divisor_override``, batch statistics, ...), is read back from the tape:
+  each result's ``grad_fn`` names the operation and holds its inputs and arguments. Every
+  operation of :mod:`cnnperf.autograd.functional` and of the Tensor methods that inference can
+  use has a mapping (:data:`TAPE_OPS`): arithmetic, ``matmul``, ``pow``, ``sum``/``mean``,
+  reshape/flatten, permute/transpose, ``cat``, indexing, the layers (conv, transposed conv,
+  linear, pools, batch norm, pad) and the activations. GELU becomes
+  ``x/2 * (1 + erf(x / sqrt 2))`` (or its tanh form) in IR ops.
+- A Tensor that does not depend on the input (a parameter, a constant, or a value computed
+  from them in a forward) becomes a constant initializer, named after the parameter if it is
+  one.
 
-Anything else raises ``NotImplementedError`` naming the operation and the module whose forward
-used it. The compiled graph computes in float32.
+Anything else (the losses, training-mode dropout, a reshape that mixes the dynamic batch
+into other dimensions, ...) raises ``NotImplementedError`` naming the operation and the module
+whose forward used it. The compiled graph computes in float32.
 
 Example:
     >>> from cnnperf import nn
@@ -34,25 +41,25 @@ from typing import Any
 
 import numpy as np
 
-from .. import nn, shapes
+from .. import nn
 from ..autograd.grad_mode import enable_grad
 from ..autograd.tensor import Tensor
 from .graph import Graph, Node
+from .trace_tape import _TAPE, TAPE_OPS, _adaptive_avg, _conv, _linear, _pool, _silu_of
 
 __all__ = ["trace", "LEAF_MODULES", "TAPE_OPS"]
 
-# op names read from the autograd tape -> how they are traced (see _Tracer._from_tape)
-TAPE_OPS = ("add", "sub", "mul", "div", "neg", "relu", "sigmoid", "tanh", "hardswish", "relu6")
-TAPE_OPS += ("hardsigmoid", "silu", "reshape", "cat")
-
 
 class _Tracer:
-    def __init__(self) -> None:
+    def __init__(self, dynamic_batch: bool) -> None:
         self.graph = Graph()
+        self.dynamic = dynamic_batch
         self.names: dict[int, str] = {}
         self.alive: list[Any] = []  # keeps traced tensors alive so that their ids stay unique
         self.used: set[str] = set()
         self.stack: list[tuple[str, Module]] = []
+        self.param_names: dict[int, str] = {}
+        self.depend: dict[int, bool] = {}  # id -> computed from the graph input?
 
     # -- naming ----------------------------------------------------------------------------
     def fresh(self, base: str) -> str:
@@ -70,7 +77,7 @@ class _Tracer:
         self.names[id(t)] = name
         self.alive.append(t)
 
-    def const(self, value: np.ndarray, base: str) -> str:
+    def const(self, value: Any, base: str) -> str:
         name = self.fresh(base)
         self.graph.initializers[name] = np.array(value, dtype=np.float32, copy=True)
         return name
@@ -82,13 +89,40 @@ class _Tracer:
 
     # -- values ----------------------------------------------------------------------------
     def name_of(self, t: Tensor) -> str:
-        """The value name of ``t``, emitting the tape operations that produced it first."""
-        name = self.names.get(id(t))
-        if name is None:
-            node = t._node
-            name = self.const(t.data, "const") if node is None else self._from_tape(t, node)
-            self.bind(t, name)
-        return name
+        """The value name of ``t``, emitting the tape operations that produced it first
+        (ancestors first, without recursion: a long chain of operations is fine)."""
+        todo: list[tuple[Tensor, bool]] = [(t, False)]
+        while todo:
+            u, ready = todo.pop()
+            if id(u) in self.names:
+                continue
+            if u._node is None or not self.depends(u):
+                self.bind(u, self.const(u.data, self.param_names.get(id(u), "const")))
+            elif ready:
+                self.bind(u, self._from_tape(u, u._node))
+            else:
+                todo.append((u, True))
+                todo += [(p, False) for p in u._node.parents if p is not None]
+        return self.names[id(t)]
+
+    def depends(self, t: Tensor) -> bool:
+        """Whether ``t`` is computed from the graph input (else it is a constant, even if the
+        tape holds how parameters made it)."""
+        todo = [t]
+        while todo:
+            u = todo[-1]
+            if id(u) in self.depend:
+                todo.pop()
+                continue
+            parents = [] if u._node is None else [p for p in u._node.parents if p is not None]
+            pending = [p for p in parents if id(p) not in self.depend]
+            if pending:
+                todo += pending
+                continue
+            self.depend[id(u)] = any(self.depend[id(p)] for p in parents)
+            self.alive.append(u)
+            todo.pop()
+        return self.depend[id(t)]
 
     def _where(self) -> str:
         if not self.stack:
@@ -98,130 +132,98 @@ class _Tracer:
 
     def unsupported(self, what: str) -> NotImplementedError:
         return NotImplementedError(
-            f"trace: {what} in {self._where()} has no graph IR form. Traceable: the modules "
-            f"{sorted(c.__name__ for c in LEAF_MODULES)}, containers, and in custom forwards "
-            f"the Tensor operations {list(TAPE_OPS)}"
+            f"trace: {what} in {self._where()} has no graph IR form. Traceable: every "
+            f"cnnperf.nn layer but the losses, containers, and in custom forwards the Tensor "
+            f"operations {list(TAPE_OPS)}"
         )
 
+    def saved(self, node, name: str) -> Any:
+        """Argument ``name`` of a tape operation, read from its backward closure (the variable
+        names are those of ``cnnperf.autograd``: the trace tests cover every mapped op)."""
+        code = getattr(node._backward, "__code__", None)
+        cells = getattr(node._backward, "__closure__", None) or ()
+        cells = dict(zip(code.co_freevars, cells, strict=True)) if code else {}
+        try:
+            return cells[name].cell_contents
+        except (KeyError, ValueError):
+            raise self.unsupported(
+                f"the operation {node.name!r} (its argument {name!r} is not on the tape)"
+            ) from None
+
+    def weight(self, t: Tensor | None, what: str) -> str | None:
+        """The initializer name of a constant operand (None stays None)."""
+        if t is None:
+            return None
+        if self.depends(t):
+            raise self.unsupported(f"{what} computed from the input (it must be constant)")
+        return self.name_of(t)
+
     def _from_tape(self, t: Tensor, node) -> str:
-        op, parents = node.name, [p for p in node.parents if p is not None]
-        base = f"{self.stack[-1][0]}.{op}" if self.stack and self.stack[-1][0] else op
-        if op in ("add", "sub", "mul", "div"):
-            return self.emit(op, [self.name_of(p) for p in parents], base)
-        x = self.name_of(parents[0])
-        if op == "neg":
-            return self.emit("mul", [x, self.const(np.float32(-1), "minus_one")], base)
-        if op in ("relu", "sigmoid", "tanh", "hardswish"):
-            return self.emit(op, [x], base)
-        if op == "relu6":
-            return self.emit("clip", [x], base, min=0.0, max=6.0)
-        if op == "hardsigmoid":
-            return self.emit("hardsigmoid", [x], base, alpha=1 / 6, beta=0.5)
-        if op == "silu":
-            return self.emit("mul", [x, self.emit("sigmoid", [x], base + ".sigmoid")], base)
-        if op == "reshape":
-            return self.emit("reshape", [x], base, shape=_batch_reshape(self, parents[0], t))
-        if op == "cat":
-            return self.emit("concat", [x] + [self.name_of(p) for p in parents[1:]], base,
-                             axis=_concat_axis(self, parents, t))  # fmt: skip
-        raise self.unsupported(f"the operation {op!r} (output shape {t.shape})")
-
-
-def _batch_reshape(tr: _Tracer, x: Tensor, y: Tensor) -> tuple:
-    if x.ndim == 0 or y.ndim == 0 or x.shape[0] != y.shape[0]:
-        raise tr.unsupported(f"a reshape from {x.shape} to {y.shape} (not keeping the batch dim)")
-    return (0, *y.shape[1:])
-
-
-def _concat_axis(tr: _Tracer, parts: Sequence[Tensor], y: Tensor) -> int:
-    axes = [
-        ax
-        for ax in range(y.ndim)
-        if sum(p.shape[ax] for p in parts) == y.shape[ax]
-        and all(p.shape[:ax] + p.shape[ax + 1 :] == y.shape[:ax] + y.shape[ax + 1 :] for p in parts)
-    ]
-    if len(axes) != 1 or axes[0] == 0:
-        raise tr.unsupported(f"a cat of {[p.shape for p in parts]} (its axis is ambiguous)")
-    return axes[0]
+        base = f"{self.stack[-1][0]}.{node.name}" if self.stack and self.stack[-1][0] else node.name
+        mapper = _TAPE.get(node.name)
+        if mapper is None:
+            raise self.unsupported(f"the operation {node.name!r} (output shape {t.shape})")
+        return mapper(self, t, node, base)
 
 
 # -- known modules -------------------------------------------------------------------------------
 Emitter = Callable[[_Tracer, Any, str, str, Tensor, Tensor], str]
 
 
-def _conv(tr: _Tracer, m: nn.Conv2d, q: str, x: str, xt: Tensor, y: Tensor) -> str:
-    if m.padding_mode != "zeros":
-        raise tr.unsupported(f"Conv2d {q!r} with padding_mode={m.padding_mode!r}")
-    pads = shapes.normalize_padding(m.padding, m.kernel_size, m.dilation, m.stride)
-    ins = [x, tr.const(m.weight.data, q + ".weight")]
-    if m.bias is not None:
-        ins.append(tr.const(m.bias.data, q + ".bias"))
-    return tr.emit("conv2d", ins, q, stride=tuple(m.stride), pads=tuple(pads),
-                   dilation=tuple(m.dilation), groups=m.groups)  # fmt: skip
+def _via_tape(tr: _Tracer, m, q: str, x: str, xt: Tensor, y: Tensor) -> str:
+    """A module form its attributes do not cover: read its operations off the tape."""
+    tr.stack.append((q, m))
+    try:
+        return tr.name_of(y)
+    finally:
+        tr.stack.pop()
 
 
-def _batch_norm(tr: _Tracer, m, q: str, x: str, xt: Tensor, y: Tensor) -> str:
-    if m.running_mean is None or m.running_var is None:
-        raise tr.unsupported(f"{type(m).__name__} {q!r} without running statistics")
+def _m_conv(tr: _Tracer, m: nn.Conv2d, q: str, x: str, xt: Tensor, y: Tensor) -> str:
+    if m.padding_mode != "zeros":  # F.pad then an unpadded conv2d
+        return _via_tape(tr, m, q, x, xt, y)
+    return _conv(tr, q, x, m.weight, m.bias, m.stride, m.padding, m.dilation, m.groups)
+
+
+def _m_batch_norm(tr: _Tracer, m, q: str, x: str, xt: Tensor, y: Tensor) -> str:
+    if m.running_mean is None or m.running_var is None:  # batch statistics, also in eval
+        return _via_tape(tr, m, q, x, xt, y)
     c = m.num_features
-    scale = m.weight.data if m.weight is not None else np.ones(c, np.float32)
-    bias = m.bias.data if m.bias is not None else np.zeros(c, np.float32)
-    ins = [x] + [tr.const(v, f"{q}.{k}") for k, v in (("weight", scale), ("bias", bias),
-               ("running_mean", m.running_mean), ("running_var", m.running_var))]  # fmt: skip
-    return tr.emit("batch_norm", ins, q, eps=float(m.eps))
+    scale = tr.name_of(m.weight) if m.weight is not None else tr.const(np.ones(c), q + ".weight")
+    bias = tr.name_of(m.bias) if m.bias is not None else tr.const(np.zeros(c), q + ".bias")
+    stats = [tr.const(v, f"{q}.{k}") for k, v in (("running_mean", m.running_mean),
+                                                  ("running_var", m.running_var))]  # fmt: skip
+    return tr.emit("batch_norm", [x, scale, bias, *stats], q, eps=float(m.eps))
 
 
-def _linear(tr: _Tracer, m: nn.Linear, q: str, x: str, xt: Tensor, y: Tensor) -> str:
-    if xt.ndim != 2:
-        raise tr.unsupported(f"Linear {q!r} on a {xt.ndim}-D input {xt.shape} (only 2-D)")
-    ins = [x, tr.const(m.weight.data, q + ".weight")]
-    if m.bias is not None:
-        ins.append(tr.const(m.bias.data, q + ".bias"))
-    return tr.emit("gemm", ins, q, trans_b=1)
+def _m_linear(tr: _Tracer, m: nn.Linear, q: str, x: str, xt: Tensor, y: Tensor) -> str:
+    return _linear(tr, q, x, xt, m.weight, m.bias)
 
 
-def _pair(v: Any) -> tuple[int, int]:
-    return tuple(v) if isinstance(v, (tuple, list)) else (int(v), int(v))
+def _m_max_pool(tr: _Tracer, m: nn.MaxPool2d, q: str, x: str, xt: Tensor, y: Tensor) -> str:
+    return _pool(tr, q, "max", x, xt, y, m.kernel_size, m.stride, m.padding, m.dilation,
+                 m.ceil_mode)  # fmt: skip
 
 
-def _max_pool(tr: _Tracer, m: nn.MaxPool2d, q: str, x: str, xt: Tensor, y: Tensor) -> str:
-    if m.return_indices:
-        raise tr.unsupported(f"MaxPool2d {q!r} with return_indices=True")
-    k = _pair(m.kernel_size)
-    s, (ph, pw) = _pair(k if m.stride is None else m.stride), _pair(m.padding)
-    return tr.emit("max_pool2d", [x], q, kernel=k, stride=s, pads=(ph, ph, pw, pw),
-                   dilation=_pair(m.dilation), ceil_mode=m.ceil_mode)  # fmt: skip
+def _m_avg_pool(tr: _Tracer, m: nn.AvgPool2d, q: str, x: str, xt: Tensor, y: Tensor) -> str:
+    return _pool(tr, q, "avg", x, xt, y, m.kernel_size, m.stride, m.padding, 1, m.ceil_mode,
+                 m.count_include_pad, m.divisor_override)  # fmt: skip
 
 
-def _avg_pool(tr: _Tracer, m: nn.AvgPool2d, q: str, x: str, xt: Tensor, y: Tensor) -> str:
-    if m.divisor_override is not None:
-        raise tr.unsupported(f"AvgPool2d {q!r} with divisor_override")
-    k = _pair(m.kernel_size)
-    s, (ph, pw) = _pair(k if m.stride is None else m.stride), _pair(m.padding)
-    return tr.emit("avg_pool2d", [x], q, kernel=k, stride=s, pads=(ph, ph, pw, pw),
-                   ceil_mode=m.ceil_mode, count_include_pad=m.count_include_pad)  # fmt: skip
+def _m_adaptive_avg(tr: _Tracer, m, q: str, x: str, xt: Tensor, y: Tensor) -> str:
+    return _adaptive_avg(tr, q, x, xt, y)
 
 
-def _adaptive_avg(tr: _Tracer, m, q: str, x: str, xt: Tensor, y: Tensor) -> str:
-    (h, w), (oh, ow) = xt.shape[-2:], y.shape[-2:]
-    if xt.ndim != 4 or h % oh or w % ow:
-        raise tr.unsupported(f"AdaptiveAvgPool2d {q!r} from {xt.shape} to {y.shape}")
-    if (oh, ow) == (1, 1):
-        return tr.emit("global_avg_pool2d", [x], q)
-    k = (h // oh, w // ow)
-    return tr.emit("avg_pool2d", [x], q, kernel=k, stride=k)
-
-
-def _flatten(tr: _Tracer, m: nn.Flatten, q: str, x: str, xt: Tensor, y: Tensor) -> str:
+def _m_flatten(tr: _Tracer, m: nn.Flatten, q: str, x: str, xt: Tensor, y: Tensor) -> str:
     if m.start_dim == 1 and m.end_dim in (-1, xt.ndim - 1):
         return tr.emit("flatten", [x], q, axis=1)
-    return tr.emit("reshape", [x], q, shape=_batch_reshape(tr, xt, y))
+    return _via_tape(tr, m, q, x, xt, y)
 
 
-def _softmax(tr: _Tracer, m: nn.Softmax, q: str, x: str, xt: Tensor, y: Tensor) -> str:
-    if m.dim is None:
-        raise tr.unsupported(f"Softmax {q!r} with dim=None")
-    return tr.emit("softmax", [x], q, axis=int(m.dim))
+def _m_softmax(tr: _Tracer, m: nn.Softmax, q: str, x: str, xt: Tensor, y: Tensor) -> str:
+    if m.dim is None:  # PyTorch's legacy choice, made (and warned about) by F.softmax
+        return _via_tape(tr, m, q, x, xt, y)
+    return tr.emit("softmax", [x], q, axis=int(m.dim) % max(xt.ndim, 1))
 
 
 def _op(op: str, **attrs_of: Callable[[Any], Any]) -> Emitter:
@@ -231,23 +233,20 @@ def _op(op: str, **attrs_of: Callable[[Any], Any]) -> Emitter:
     return emitter
 
 
-def _silu(tr: _Tracer, m, q: str, x: str, xt: Tensor, y: Tensor) -> str:
-    return tr.emit("mul", [x, tr.emit("sigmoid", [x], q + ".sigmoid")], q)
-
-
 Module = nn.Module
 
-#: module type -> emitter of its graph nodes
+#: module type -> emitter of its graph nodes; the other layers (ConvTranspose2d, ELU, GELU,
+#: LogSoftmax, ...) are read off the autograd tape like a custom forward
 LEAF_MODULES: dict[type, Emitter] = {
-    nn.Conv2d: _conv,
-    nn.BatchNorm2d: _batch_norm,
-    nn.BatchNorm1d: _batch_norm,
-    nn.Linear: _linear,
-    nn.MaxPool2d: _max_pool,
-    nn.AvgPool2d: _avg_pool,
-    nn.AdaptiveAvgPool2d: _adaptive_avg,
-    nn.Flatten: _flatten,
-    nn.Softmax: _softmax,
+    nn.Conv2d: _m_conv,
+    nn.BatchNorm2d: _m_batch_norm,
+    nn.BatchNorm1d: _m_batch_norm,
+    nn.Linear: _m_linear,
+    nn.MaxPool2d: _m_max_pool,
+    nn.AvgPool2d: _m_avg_pool,
+    nn.AdaptiveAvgPool2d: _m_adaptive_avg,
+    nn.Flatten: _m_flatten,
+    nn.Softmax: _m_softmax,
     nn.ReLU: _op("relu"),
     nn.ReLU6: _op("clip", min=lambda m: 0.0, max=lambda m: 6.0),
     nn.LeakyReLU: _op("leaky_relu", alpha=lambda m: float(m.negative_slope)),
@@ -256,7 +255,7 @@ LEAF_MODULES: dict[type, Emitter] = {
     nn.Tanh: _op("tanh"),
     nn.Hardswish: _op("hardswish"),
     nn.Hardsigmoid: _op("hardsigmoid", alpha=lambda m: 1 / 6, beta=lambda m: 0.5),
-    nn.SiLU: _silu,
+    nn.SiLU: lambda tr, m, q, x, xt, y: _silu_of(tr, x, q),
     nn.Dropout: _op("identity"),
     nn.Identity: _op("identity"),
 }
@@ -315,9 +314,9 @@ def trace(model: Module, input_shape: Sequence[int | None]) -> Graph:
 
     Example:
         >>> from cnnperf import nn
-        >>> g = trace(nn.Sequential(nn.Linear(4, 2), nn.Dropout()), (None, 4))
+        >>> g = trace(nn.Sequential(nn.Linear(4, 2), nn.Dropout(), nn.GELU()), (None, 4))
         >>> [n.op for n in g.nodes]
-        ['gemm']
+        ['gemm', 'mul', 'erf', 'mul', 'add', 'mul']
     """
     shape = tuple(input_shape)
     if not shape or any(d is not None and (not isinstance(d, (int, np.integer)) or d < 1)
@@ -325,14 +324,16 @@ def trace(model: Module, input_shape: Sequence[int | None]) -> Graph:
         raise ValueError(
             f"trace: input_shape must be positive ints (the first may be None), got {shape}"
         )
-    params = [p for p in model.parameters()]
-    dtype = params[0].data.dtype if params else np.dtype(np.float32)
+    params = list(model.named_parameters())
+    dtype = params[0][1].data.dtype if params else np.dtype(np.float32)
     x = np.random.default_rng(0).standard_normal((shape[0] or 2, *shape[1:])).astype(dtype)
-    tr = _Tracer()
+    tr = _Tracer(shape[0] is None)
+    tr.param_names = {id(p): name for name, p in params}
     tr.graph.inputs = {"input": shape}
     tr.used.add("input")
     xt = Tensor(x, requires_grad=True)
     tr.bind(xt, "input")
+    tr.depend[id(xt)] = True
 
     patched = []
     for qual, m in model.named_modules():
