@@ -1,120 +1,285 @@
-"""``cnnperf demo``: one ResNet layer, every algorithm, the naive loop and PyTorch side by side."""
+"""``cnnperf demo``: the whole story on the bundled digits, in one command.
+
+1. Train ``cnnperf train``'s default CNN (``resnet_small``, SGD + onecycle) on the bundled
+   digits with cnnperf alone.
+2. Compile it for inference (``cnnperf.compile``: batch norm folded, ReLU fused, conv plans),
+   check the compiled model's predictions against the eager model's on the test set, and show
+   the planned peak activation memory.
+3. Profile it: the per-layer table, and images/s of the compiled model, the eager ``nn`` model
+   and (when PyTorch is importable) a PyTorch twin with the same weights, at batch 1 and 256.
+4. Time the naive float64 loop (``cnnperf.reference.conv2d``) on a slice of every conv layer
+   and scale it to the network's convolutions: how much slower than the compiled model.
+5. One ResNet-18 layer with every convolution algorithm, the naive loop and PyTorch.
+
+No network access and no PyTorch needed (PyTorch only adds a comparison).
+
+Example:
+    >>> DEFAULT_EPOCHS, QUICK_EPOCHS, LARGE_BATCH
+    (15, 2, 256)
+"""
 
 from __future__ import annotations
 
-import statistics
 import sys
+import tempfile
 import time
+from typing import Any
 
 import numpy as np
 
-from .. import config, ops, reference
+from .. import config
 from ..bench.machine import sgemm_peak_gflops
-from ..ops.conv import conv_params
 
-__all__ = ["run_demo", "sgemm_peak_gflops"]
+__all__ = [
+    "run_demo",
+    "threads_arg",
+    "sgemm_peak_gflops",
+    "DEFAULT_EPOCHS",
+    "QUICK_EPOCHS",
+    "LARGE_BATCH",
+]
 
-# ResNet-18, layer1: 64 -> 64 channels, 3x3, stride 1, padding 1, on 56x56 feature maps.
-LAYER = dict(c_in=64, c_out=64, h=56, w=56, k=3, padding=1)
+DEFAULT_EPOCHS = 15  # cnnperf train's default: 99.4% on the digits
+QUICK_EPOCHS = 2  # --quick: about 96-97% on the digits
+LARGE_BATCH = 256  # the throughput batch besides 1 (the digits' test split has 359 images)
+_LOGIT_TOL = 1e-4  # compiled vs eager logits, over the largest |logit|
 
 
-def _timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
+def threads_arg(text: str) -> int:
+    """``--threads``: an int from 1 to the cores this process may use (argparse type).
 
-
-def _naive_seconds(x: np.ndarray, w: np.ndarray, padding: int, total_outputs: int):
-    """Time the float64 reference loop on a slice (one output channel, a few rows) and scale.
-
-    The reference does the same work for every output element (c_in*kh*kw multiply-adds), so
-    its time scales with the number of outputs. Returns (seconds for the whole layer, outputs
-    actually computed).
+    Example:
+        >>> threads_arg("1")
+        1
     """
-    xs = x[:1, :, :6]  # six input rows: six output rows with "same"-style padding
-    t0 = time.perf_counter()
-    y = reference.conv2d(xs, w[:1], padding=padding)
-    t = time.perf_counter() - t0
-    done = y.size
-    return t * total_outputs / done, done
+    import argparse
+
+    cores = config.available_cores()
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= cores:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer from 1 to {cores} (the cores available), got {text!r}"
+        )
+    return n
 
 
-def run_demo(batch: int = 1, rounds: int = 7, threads: int | None = None, out=None) -> int:
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}%"
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**10:.1f} KiB" if n < 2**20 else f"{n / 2**20:.2f} MiB"
+
+
+def _eager_logits(model, x: np.ndarray, chunk: int = 500) -> np.ndarray:
+    from ..autograd.grad_mode import no_grad
+
+    with no_grad():
+        return np.concatenate([model(x[i : i + chunk]).data for i in range(0, len(x), chunk)])
+
+
+def run_demo(
+    *,
+    epochs: int | None = None,
+    quick: bool = False,
+    batch: int = 1,
+    rounds: int | None = None,
+    threads: int | None = None,
+    out=None,
+) -> int:
+    """Run the demo, printing to ``out`` (default stdout); returns the exit status.
+
+    Args:
+        epochs: training epochs (default :data:`DEFAULT_EPOCHS`, or :data:`QUICK_EPOCHS`
+            with ``quick``).
+        quick: fewest epochs and rounds and a smaller sgemm for the machine's peak.
+        batch: the batch size of the ResNet-18 layer in the last section.
+        rounds: timed rounds (default 7, 1 with ``quick``): the layer table's interleaved
+            rounds, the profile's passes and the throughput's minimum rounds.
+        threads: threads for cnnperf, BLAS and PyTorch (default: all cores).
+
+    Returns:
+        0; 1 if the compiled model's logits differ from the eager model's, or an engine's
+        output from its reference.
+    """
     out = out or sys.stdout
+    epochs = (QUICK_EPOCHS if quick else DEFAULT_EPOCHS) if epochs is None else epochs
+    rounds = (1 if quick else 7) if rounds is None else rounds
+    for name, value in (("epochs", epochs), ("rounds", rounds), ("batch", batch)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"run_demo: {name} must be an int >= 1, got {value!r}")
+    saved_threads = config.get_num_threads()
     if threads is not None:
         config.set_num_threads(threads)
-    threads = config.get_num_threads()
-    rng = np.random.default_rng(0)
-    c_in, c_out, h, w, k, pad = (LAYER[key] for key in ("c_in", "c_out", "h", "w", "k", "padding"))
-    x = rng.standard_normal((batch, c_in, h, w)).astype(np.float32)
-    wt = (rng.standard_normal((c_out, c_in, k, k)) * (2 / (c_in * k * k)) ** 0.5).astype(np.float32)
-    bias = rng.standard_normal(c_out).astype(np.float32)
-    p = conv_params(x.shape, wt.shape, padding=pad)
-    gflop = p.flops / 1e9
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    torch_threads = torch.get_num_threads() if torch is not None else None
+    if torch is not None:
+        torch.set_num_threads(config.get_num_threads())
+    try:
+        return _demo(epochs, quick, batch, rounds, torch, out)
+    finally:
+        config.set_num_threads(saved_threads)
+        if torch is not None:
+            torch.set_num_threads(torch_threads)
+
+
+def _demo(epochs: int, quick: bool, batch: int, rounds: int, torch: Any, out) -> int:
+    t_start = time.perf_counter()
 
     def say(line: str = "") -> None:
         print(line, file=out, flush=True)
 
-    say(f"cnnperf demo: ResNet-18 layer1 conv, input {x.shape}, weight {wt.shape}, padding {pad}")
+    def head(title: str) -> None:
+        say()
+        say(f"== {title} ==")
+
+    threads = config.get_num_threads()
+    size, reps = (1024, 3) if quick else (2048, 5)
+    peak = sgemm_peak_gflops(size, reps)
     say(
-        f"{gflop:.3f} GFLOP per call, {threads} thread(s); auto picks "
-        f"'{ops.select_conv_algo(p).name}'"
+        "cnnperf demo: train a CNN on the bundled digits, compile it, profile it, and compare "
+        "it with the naive loop"
     )
-    peak = sgemm_peak_gflops()
-    say(f"machine float32 peak (BLAS sgemm 2048^3, best of 5): {peak:.0f} GFLOP/s")
-
-    engines = {}
-    applicable = [name for name, a in ops.CONV_ALGOS.items() if a.why_not(p) is None]
-    for algo in [*applicable, "auto"]:
-        engines[f"cnnperf {algo}"] = lambda a=algo: ops.conv2d(x, wt, bias, padding=pad, algo=a)
-    try:
-        import torch
-
-        torch.set_num_threads(threads)
-        xt, wtt, bt = (torch.from_numpy(a) for a in (x, wt, bias))
-
-        def torch_conv():
-            with torch.no_grad():
-                return torch.nn.functional.conv2d(xt, wtt, bt, padding=pad)
-
-        engines[f"PyTorch {torch.__version__}"] = torch_conv
-    except ImportError:
-        say("(PyTorch not installed: skipping the PyTorch column)")
-
-    first = {}
-    for name, fn in engines.items():  # first call: JIT compile or on-disk cache load
-        first[name] = _timed(fn)
-    expected = engines["cnnperf im2col"]()
-    for name, fn in engines.items():
-        got = np.asarray(fn())
-        err = float(np.max(np.abs(got - expected)) / np.max(np.abs(expected)))
-        if err > 1e-4:
-            say(f"ERROR: {name} differs from im2col by {err:.2e} (relative)")
-            return 1
-    times = {name: [] for name in engines}
-    for _ in range(rounds):  # interleaved rounds, so drift in machine load hits every engine
-        for name, fn in engines.items():
-            times[name].append(_timed(fn))
-    naive, computed = _naive_seconds(x, wt, pad, batch * c_out * p.oh * p.ow)
-
-    say()
     say(
-        f"{'engine':<22}{'first call':>12}{'median':>12}{'GFLOP/s':>10}{'% peak':>8}"
-        f"{'vs naive':>12}"
+        f"{threads} thread(s); machine float32 peak (BLAS sgemm {size}^3, best of {reps}): "
+        f"{peak:.0f} GFLOP/s; "
+        + (f"PyTorch {torch.__version__}" if torch is not None else "PyTorch not installed")
     )
-    for name in engines:
-        med = statistics.median(times[name])
-        rate = gflop / med
-        say(
-            f"{name:<22}{first[name] * 1e3:>10.1f}ms{med * 1e3:>10.2f}ms{rate:>10.1f}"
-            f"{100 * rate / peak:>7.0f}%{naive / med:>11,.0f}x"
+    summary: dict[str, Any] = {}
+
+    # 1. Train ----------------------------------------------------------------------------
+    from ..training import NonFiniteLossError
+    from ..training.trainer import TrainConfig, TrainingRun
+
+    with tempfile.TemporaryDirectory(prefix="cnnperf-demo-") as ckpt:
+        run = TrainingRun(TrainConfig(epochs=epochs, checkpoint_dir=ckpt))
+        c = run.config
+        head(
+            f"1. Train: {c.model} on the bundled digits, {epochs} epoch(s) (cnnperf train's "
+            f"recipe{'' if epochs == DEFAULT_EPOCHS else f', which runs {DEFAULT_EPOCHS}'})"
         )
-    say(f"{'naive float64 loop':<22}{'':>12}{naive:>11.1f}s{gflop / naive:>10.4f}{'':>8}{1:>11}x")
-    say()
+        n_train, n_test = len(run.train_set), len(run.test_set)
+        shape = tuple(run.train_set.images.shape[1:])
+        say(
+            f"{n_train:,} training and {n_test:,} test images of {shape[1]}x{shape[2]}, "
+            f"{len(run.classes)} classes; SGD lr {c.lr:g} momentum {c.momentum:g} weight decay "
+            f"{c.weight_decay:g}, {c.scheduler}, batch {c.batch_size}, seed {c.seed}"
+        )
+        width = len(str(epochs))
+
+        def on_epoch(r: dict) -> None:
+            say(
+                f"epoch {r['epoch']:>{width}}/{epochs}  loss {r['train_loss']:.4f}  train "
+                f"{_pct(r['train_accuracy'])}  test {_pct(r['test_accuracy'])}  "
+                f"{r['images_per_s']:,.0f} img/s  {r['time_s']:.1f} s"
+            )
+
+        try:
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                result = run.train(on_epoch=on_epoch)
+        except NonFiniteLossError as e:
+            say(f"ERROR: {e}")
+            return 1
+    model = result.model.eval()
+    last = result.history[-1]
+    train_s = sum(r["time_s"] for r in result.history)
     say(
-        f"median of {rounds} interleaved rounds after one warm-up call each; the naive loop "
-        f"(cnnperf.reference.conv2d) was timed on {computed:,} of "
-        f"{batch * c_out * p.oh * p.ow:,} outputs and scaled linearly. The first cnnperf call "
-        "also loads Numba and starts its thread pool (compiled kernels are cached on disk)."
+        f"test accuracy {_pct(last['test_accuracy'])} after {epochs} epoch(s), {train_s:.1f} s "
+        f"training; {result.parameters:,} parameters"
     )
-    return 0
+    summary.update(accuracy=last["test_accuracy"], train_s=train_s)
+
+    # 2. Compile ---------------------------------------------------------------------------
+    from ..compile import compile_model, trace
+
+    x_test = np.ascontiguousarray(run.normalize(run.test_set.images), dtype=np.float32)
+    labels = run.test_set.labels
+    in_shape = (None, *shape)
+    head(f"2. Compile: cnnperf.compile(model, input_shape={in_shape})")
+    source = trace(model, in_shape)
+    t0 = time.perf_counter()
+    compiled = compile_model(model, in_shape)  # cnnperf.compile
+    compile_s = time.perf_counter() - t0
+    nodes = compiled.graph.nodes
+    folded = sum(n.op == "batch_norm" for n in source.nodes) - sum(
+        n.op == "batch_norm" for n in nodes
+    )
+    fused = sum(n.attrs.get("activation") is not None for n in nodes)
+    residual = sum(bool(n.attrs.get("residual")) for n in nodes)
+    say(
+        f"{len(source.nodes)} traced nodes -> {len(nodes)}: {folded} batch norm(s) folded into "
+        f"convolutions, {residual} residual add(s) and {fused} activation(s) fused into them; "
+        f"conv plans and weights prepared in {compile_s * 1e3:.0f} ms"
+    )
+    eager = _eager_logits(model, x_test)
+    logits = compiled(x_test)
+    agree = int((eager.argmax(1) == logits.argmax(1)).sum())
+    diff = float(np.max(np.abs(eager - logits)))
+    scale = float(np.max(np.abs(eager)))
+    say(
+        f"compiled vs eager on the {n_test} test images: {agree}/{n_test} predictions agree "
+        f"({_pct(agree / n_test)}), max |logit difference| {diff:.1e} (largest |logit| "
+        f"{scale:.1f}); compiled test accuracy {_pct(float((logits.argmax(1) == labels).mean()))}"
+    )
+    big = min(LARGE_BATCH, n_test)
+    plans = {b: compiled.memory_plan(b) for b in (1, big)}
+    say(
+        "planned peak activation memory: "
+        + ", ".join(
+            f"{_mib(p.planned_peak_bytes)} at batch {b} (all activations at once: "
+            f"{_mib(p.naive_bytes)})"
+            for b, p in plans.items()
+        )
+    )
+    summary.update(agree=agree, n_test=n_test)
+    if diff > _LOGIT_TOL * max(scale, 1.0):
+        say(f"ERROR: the compiled model's logits differ from the eager model's by {diff:.2e}")
+        return 1
+
+    from .demo_perf import perf_sections
+
+    status, perf = perf_sections(
+        say, head, model, compiled, x_test, big, rounds, quick, peak, threads, torch
+    )
+    summary.update(perf)
+
+    # 5. One ResNet-18 layer ----------------------------------------------------------------
+    from .demo_layer import layer_section
+
+    head("5. One ResNet-18 layer, every convolution algorithm")
+    layer_status, layer = layer_section(say, batch=batch, rounds=rounds, threads=threads, peak=peak)
+    status = status or layer_status
+    summary.update(layer)
+
+    say()
+    say(_summary_line(summary, epochs, big, time.perf_counter() - t_start))
+    return status
+
+
+def _summary_line(s: dict, epochs: int, big: int, wall: float) -> str:
+    parts = [
+        f"summary: digits test accuracy {_pct(s['accuracy'])} after {epochs} epoch(s) "
+        f"({s['train_s']:.1f} s)",
+        f"compiled = eager on {s['agree']}/{s['n_test']} test predictions",
+    ]
+    if s.get("rate_1") and s.get("rate_big"):
+        rel = f"compiled {s['rate_1']:,.0f} img/s at batch 1, {s['rate_big']:,.0f} at {big}"
+        if s.get("vs_eager_big"):
+            rel += f" ({s['vs_eager_big']:.2f}x eager"
+            rel += f", {s['vs_torch_big']:.2f}x PyTorch)" if s.get("vs_torch_big") else ")"
+        parts.append(rel)
+    if s.get("naive_slower"):
+        parts.append(f"naive loop ~{s['naive_slower']:,.0f}x slower than compiled at {big}")
+    if s.get("auto_gflops"):
+        parts.append(
+            f"ResNet-18 layer: auto ({s['auto_algo']}) {s['auto_gflops']:.0f} GFLOP/s, "
+            f"{100 * s['auto_peak_fraction']:.0f}% of peak"
+        )
+    parts.append(f"{wall:.0f} s in all")
+    return "; ".join(parts)

@@ -19,14 +19,41 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo = sub.add_parser(
         "demo",
-        help="time a ResNet layer with every algorithm, the naive loop and PyTorch",
-        description="Run a standard ResNet-18 3x3 layer (64->64 channels, 56x56) with every "
-        "convolution algorithm, PyTorch when installed, and the float64 reference loop; print "
-        "time, GFLOP/s and the speedup over the naive loop.",
+        help="train a CNN on the bundled digits, compile, profile, race it against the naive loop",
+        description="The whole story on the bundled digits, in one command: train cnnperf "
+        "train's default CNN (resnet_small, SGD + onecycle), compile it for inference and check "
+        "it against the eager model, profile it layer by layer, time its throughput against the "
+        "eager model and PyTorch (when installed, same weights), estimate the naive float64 "
+        "loop's time, and time a ResNet-18 3x3 layer (64->64 channels, 56x56) with every "
+        "convolution algorithm. No network access needed.",
     )
-    demo.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
-    demo.add_argument("--rounds", type=int, default=7, help="timed rounds per engine (default 7)")
-    demo.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
+    from .train import _int_at_least
+
+    demo.add_argument(
+        "--epochs",
+        type=_int_at_least(1),
+        default=None,
+        help="training epochs (default 15, cnnperf train's; 2 with --quick)",
+    )
+    demo.add_argument(
+        "--quick",
+        action="store_true",
+        help="fewest epochs and rounds (2 epochs, 1 round), a smaller sgemm for the peak",
+    )
+    demo.add_argument(
+        "--batch", type=_int_at_least(1), default=1, help="ResNet-18 layer batch size (default 1)"
+    )
+    demo.add_argument(
+        "--rounds",
+        type=_int_at_least(1),
+        default=None,
+        help="timed rounds per engine, profile passes (default 7; 1 with --quick)",
+    )
+    from .demo import threads_arg
+
+    demo.add_argument(
+        "--threads", type=threads_arg, default=None, help="threads (default: all cores)"
+    )
     demo.add_argument(
         "--spin",
         action="store_true",
@@ -65,7 +92,13 @@ def main(argv: list[str] | None = None) -> int:
 
             reexec_with_passive_pools(args)
 
-        return run_demo(batch=args.batch, rounds=args.rounds, threads=args.threads)
+        return run_demo(
+            epochs=args.epochs,
+            quick=args.quick,
+            batch=args.batch,
+            rounds=args.rounds,
+            threads=args.threads,
+        )
     if args.command == "tune":
         from .tune import run_tune_command
 
