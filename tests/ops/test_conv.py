@@ -313,3 +313,43 @@ def test_im2col_in_bands_of_output_rows(case, monkeypatch):
     y = ops.conv2d(x, w, b, **case.kwargs, algo="im2col", activation="relu")
     expected = np.maximum(reference.conv2d(x, w, b, **case.kwargs), 0)
     assert_rel_close(y, expected, REFERENCE_TOL["im2col"], f"{case.id} banded im2col")
+
+
+@pytest.mark.parametrize("case", NONEMPTY_CONV_CASES, ids=lambda c: c.id)
+def test_im2col_one_image_per_gemm(case, monkeypatch):
+    # Small output planes are lowered several images at a time for one GEMM; with that off,
+    # every case runs the per-image path.
+    from cnnperf.ops import conv_algos
+
+    monkeypatch.setattr(conv_algos, "GEMM_BATCH_MAX_PIXELS", 0)
+    x, w, b = make_case(case, seed=12)
+    y = ops.conv2d(x, w, b, **case.kwargs, algo="im2col", activation="relu")
+    expected = np.maximum(reference.conv2d(x, w, b, **case.kwargs), 0)
+    assert_rel_close(y, expected, REFERENCE_TOL["im2col"], f"{case.id} per-image im2col")
+
+
+@pytest.mark.parametrize(
+    "xs,ws,kw",
+    [
+        ((5, 6, 5, 4), (4, 6, 3, 3), dict(padding=1, stride=(1, 2))),
+        ((5, 6, 5, 4), (8, 6, 1, 1), {}),  # pointwise: planes copied side by side
+        ((5, 6, 6, 6), (4, 3, 1, 1), dict(groups=2, stride=2)),
+        ((5, 4, 7, 5), (6, 2, 3, 3), dict(groups=2, padding=1)),
+    ],
+)
+def test_im2col_images_side_by_side_with_a_partial_last_chunk(xs, ws, kw, monkeypatch):
+    # A workspace for two images: chunks of 2, 2 and 1 image(s) out of 5.
+    from cnnperf.ops import conv_algos
+
+    p = ops.conv_params(xs, ws, **kw)
+    k = p.c_in * p.kh * p.kw
+    monkeypatch.setattr(conv_algos, "IM2COL_WORKSPACE_BYTES", 2 * (k + p.c_out) * p.oh * p.ow * 4)
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+    b = rng.standard_normal(ws[0]).astype(np.float32)
+    y = ops.conv2d(x, w, b, **kw, algo="im2col", activation="relu6")
+    expected = np.clip(reference.conv2d(x, w, b, **kw), 0, 6)
+    assert_rel_close(y, expected, REFERENCE_TOL["im2col"], "images side by side")
+    yt = F.conv2d(to_torch(x), to_torch(w), to_torch(b), **kw).clamp(0, 6)
+    assert_rel_close(y, yt.numpy(), TORCH_TOL, "images side by side vs torch")

@@ -23,15 +23,16 @@ __all__ = ["im2col", "col2im"]
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
-def im2col(x, kh, kw, sh, sw, pt, pl, dh, dw, y0, rows, ow, cols):  # pragma: no cover - compiled
+def im2col(x, kh, kw, sh, sw, pt, pl, dh, dw, y0, rows, ow, cols, col0=0):  # pragma: no cover
     """Unfold output rows ``[y0, y0 + rows)`` of one image ``x`` (c, h, w), zero-padded by
     ``pt`` rows on top and ``pl`` columns on the left as it is read (no padded copy).
 
-    ``cols`` is (c*kh*kw, >= rows*ow); column ``(y - y0)*ow + x`` holds output position (y, x).
+    ``cols`` is (c*kh*kw, >= col0 + rows*ow); column ``col0 + (y - y0)*ow + x`` holds output
+    position (y, x) (``col0``: several images side by side, one GEMM for all of them).
     """
     c, h, w = x.shape
     if sw == 2 and kw > 1:
-        _im2col_s2(x, kh, kw, sh, pt, pl, dh, dw, y0, rows, ow, cols)
+        _im2col_s2(x, kh, kw, sh, pt, pl, dh, dw, y0, rows, ow, cols, col0)
         return
     for r in prange(c * kh * kw):
         ic = r // (kh * kw)
@@ -44,7 +45,7 @@ def im2col(x, kh, kw, sh, sw, pt, pl, dh, dw, y0, rows, ow, cols):  # pragma: no
         x_hi = max(x_lo, min(ow, (w - 1 - c0) // sw + 1))
         n_in = x_hi - x_lo
         for yy in range(rows):
-            out = dst[yy * ow : (yy + 1) * ow]
+            out = dst[col0 + yy * ow : col0 + (yy + 1) * ow]
             iy = (y0 + yy) * sh + i * dh - pt
             # loops, not slice assignments: measured 25% faster lowering in Numba
             if iy < 0 or iy >= h:
@@ -69,7 +70,7 @@ def im2col(x, kh, kw, sh, sw, pt, pl, dh, dw, y0, rows, ow, cols):  # pragma: no
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
-def _im2col_s2(x, kh, kw, sh, pt, pl, dh, dw, y0, rows, ow, cols):  # pragma: no cover - compiled
+def _im2col_s2(x, kh, kw, sh, pt, pl, dh, dw, y0, rows, ow, cols, col0):  # pragma: no cover
     """:func:`im2col` for column stride 2 and kernels at least 2 wide: each input row is split
     once into its even and odd padded columns, from which every tap of the row is a contiguous
     copy (strided reads for each tap took 1.8x as long for 3x3 stride 2 layers, measured when
@@ -85,7 +86,7 @@ def _im2col_s2(x, kh, kw, sh, pt, pl, dh, dw, y0, rows, ow, cols):  # pragma: no
             iy = (y0 + yy) * sh + i * dh - pt
             if iy < 0 or iy >= h:
                 for j in range(kw):
-                    out = cols[r * kw + j, yy * ow : (yy + 1) * ow]
+                    out = cols[r * kw + j, col0 + yy * ow : col0 + (yy + 1) * ow]
                     for q in range(ow):
                         out[q] = 0.0
                 continue
@@ -110,7 +111,7 @@ def _im2col_s2(x, kh, kw, sh, pt, pl, dh, dw, y0, rows, ow, cols):  # pragma: no
             for j in range(kw):
                 off = (j * dw) // 2
                 run = ph[(j * dw) % 2, off : off + ow]
-                out = cols[r * kw + j, yy * ow : (yy + 1) * ow]
+                out = cols[r * kw + j, col0 + yy * ow : col0 + (yy + 1) * ow]
                 for q in range(ow):
                     out[q] = run[q]
 
