@@ -32,6 +32,13 @@ CONV_CASES = [
     ConvCase("depthwise_same_w1_batch3", (3, 2, 5, 1), (2, 1, 3, 3), dict(padding=1, groups=2)),
     ConvCase("depthwise_same_k7", (2, 4, 8, 9), (4, 1, 7, 7), dict(padding=3, groups=4)),
     ConvCase("depthwise_same_k3x5", (2, 3, 7, 6), (3, 1, 3, 5), dict(padding=(1, 2), groups=3)),
+    # 3x3 stride 2, padding 1, outputs > 64 px: the flat-run phase kernel (odd and even sizes)
+    ConvCase(
+        "depthwise_s2k3_odd", (2, 3, 19, 17), (3, 1, 3, 3), dict(stride=2, padding=1, groups=3)
+    ),
+    ConvCase(
+        "depthwise_s2k3_even", (1, 5, 18, 16), (5, 1, 3, 3), dict(stride=2, padding=1, groups=5)
+    ),
     # 70 channels: one full 64-channel block of the channels-last depthwise kernel and a
     # narrower one; stride 2 with odd padding splits columns into phases starting at phase 1
     ConvCase(

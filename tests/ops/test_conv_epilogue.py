@@ -98,23 +98,25 @@ def test_nan_and_inf_land_where_a_direct_convolution_puts_them(algo):
         assert_rel_close(y[finite], expected[finite], 1e-4, f"{algo}/{act} finite part")
 
 
-@pytest.mark.parametrize("k", [3, 5])
+@pytest.mark.parametrize("k,stride", [(3, 1), (5, 1), (3, 2)])
 @pytest.mark.parametrize("act", [None, "relu6"])
-def test_same_padding_depthwise_keeps_nan_and_inf_local(k, act):
-    # The flat-run depthwise kernel reads a row's neighbours across the row ends and corrects
+def test_same_padding_depthwise_keeps_nan_and_inf_local(k, stride, act):
+    # The flat-run depthwise kernels read a row's neighbours across the row ends and correct
     # those columns afterwards; a subtraction of an Inf would leave NaN where the convolution
     # has a finite value. Inf at row ends and NaN at row starts, against the float64 reference.
-    from cnnperf.ops.conv_algos import use_same_depthwise
+    from cnnperf.ops.conv_algos import use_s2k3_depthwise, use_same_depthwise
 
     rng = np.random.default_rng(5)
-    x = rng.standard_normal((2, 3, 9, 7)).astype(np.float32)
+    x = rng.standard_normal((2, 3, 9, 7) if stride == 1 else (2, 3, 19, 15)).astype(np.float32)
     x[0, 0, 2, -1] = np.inf
     x[1, 1, 4, 0] = -np.inf
     x[1, 2, 6, 0] = np.nan
+    x[0, 1, 3, -2] = np.inf  # with stride 2: in the last odd column, read across the row end
     w = rng.standard_normal((3, 1, k, k)).astype(np.float32)
     b = rng.standard_normal(3).astype(np.float32)
-    kw = dict(padding=k // 2, groups=3)
-    assert use_same_depthwise(ops.conv_params(x.shape, w.shape, **kw))
+    kw = dict(padding=k // 2, groups=3, stride=stride)
+    uses = use_same_depthwise if stride == 1 else use_s2k3_depthwise
+    assert uses(ops.conv_params(x.shape, w.shape, **kw))
     y = ops.conv2d(x, w, b, **kw, algo="direct", activation=act)
     expected = reference.conv2d(x, w, b, **kw)
     if act == "relu6":

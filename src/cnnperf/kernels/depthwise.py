@@ -1,7 +1,8 @@
 """Depthwise convolution for small planes: channels on the SIMD lanes, or "same"-padded flat runs.
 
-Stride-1 layers with "same" padding run :func:`depthwise_conv2d_same` (its docstring); the rest
-of this docstring is about the channels-last kernel, :func:`depthwise_conv2d_cl`.
+Stride-1 layers with "same" padding run :func:`depthwise_conv2d_same`, 3x3 stride-2 layers
+:func:`depthwise_conv2d_s2k3` (their docstrings); the rest of this docstring is about the
+channels-last kernel, :func:`depthwise_conv2d_cl`.
 
 MobileNet-style depthwise layers end in many channels of small planes (960 x 7x7, 576 x 14x14).
 A kernel that vectorises along a plane's rows has 7 or 14 lanes of work per row, and pays its
@@ -33,6 +34,7 @@ from .epilogue import act_row
 __all__ = [
     "depthwise_conv2d_cl",
     "depthwise_conv2d_same",
+    "depthwise_conv2d_s2k3",
     "tile_weight",
     "tile_bias",
     "CL_BLOCK",
@@ -274,3 +276,101 @@ def depthwise_conv2d_same(x, w, bias, runs, act, alpha, out):  # pragma: no cove
                                 acc[y * wi + xc] += wv * buf[y * wi + off]
             for b in range(n):
                 act_row(out[b, ch].reshape(hw), acc[b * pitch : b * pitch + hw], hw, act, alpha)
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH, error_model="numpy")
+def depthwise_conv2d_s2k3(x, w, bias, runs, act, alpha, out):  # pragma: no cover - compiled
+    """Depthwise 3x3 convolution, stride 2, padding 1 on every side, no dilation, fused bias
+    and activation; ``out`` (n, c, (h+1)//2, (w+1)//2) is written completely. One task per
+    channel over the whole batch; the flat-run scheme of :func:`depthwise_conv2d_same`.
+
+    Each input row is split once into its even and odd columns, into four phase buffers (row
+    parity x column parity) whose rows are ``ow`` wide, the planes of the batch stacked with a
+    zero row above each. Tap (i, j) of output (y, x) then reads phase (1 unless i == 1, 1
+    unless j == 1) at row ``y - (i == 0)``, column ``x - (j == 0)``: every tap is a flat run at
+    a fixed offset, and output rows are flat runs of SAME_CHUNK. The phase planes' missing
+    last row / column (odd sizes) stay zero, as the bottom and right padding are; the left
+    padding does not exist in this layout: column 0's j == 0 taps read the previous row's last
+    odd column, and are taken out afterwards (recomputed instead where the channel holds an
+    Inf or NaN).
+
+    Args as :func:`depthwise_conv2d_same`; ``w`` is (c, 1, 3, 3).
+    """
+    n, c, h, wi = x.shape
+    oh = out.shape[2]
+    ow = out.shape[3]
+    we = (wi + 1) // 2  # even and odd columns of a row
+    wo = wi // 2
+    prow = oh + 1  # stacked rows per image: one zero row, then oh phase rows
+    total = n * prow * ow
+    nv = (total + SAME_CHUNK - 1) // SAME_CHUNK
+    lead = ow + 1  # a zero row and one slack value before stacked row 0 (read by its taps)
+    size = lead + nv * SAME_CHUNK + ow + 2
+    runs = min(c, max(1, runs))
+    for rn in prange(runs):
+        buf = np.zeros((4, size), dtype=x.dtype)  # phase (row parity * 2 + column parity)
+        acc = np.empty(nv * SAME_CHUNK, dtype=out.dtype)
+        for ch in range(rn * c // runs, (rn + 1) * c // runs):
+            finite = 0.0
+            for b in range(n):
+                plane = x[b, ch]
+                for ih in range(h):
+                    pr = ih % 2
+                    r = ih // 2
+                    base = lead + (b * prow + 1 + r) * ow
+                    row = plane[ih]
+                    ev = buf[2 * pr, base : base + we]
+                    od = buf[2 * pr + 1, base : base + wo]
+                    for k in range(wo):
+                        a0 = row[2 * k]
+                        a1 = row[2 * k + 1]
+                        ev[k] = a0
+                        od[k] = a1
+                        finite += a0 * 0.0 + a1 * 0.0
+                    if we > wo:
+                        a0 = row[wi - 1]
+                        ev[we - 1] = a0
+                        finite += a0 * 0.0
+            wk = w[ch, 0]
+            bv = bias[ch]
+            for k in range(nv):
+                k0 = k * SAME_CHUNK
+                d = acc[k0 : k0 + SAME_CHUNK]
+                # tap (i, j): row phase 1 for i != 1 (offset -1 row for i == 0), column phase 1
+                # for j != 1 (offset -1 column for j == 0)
+                for i in range(3):
+                    pr = 0 if i == 1 else 1
+                    s = lead + k0 - (ow if i == 0 else 0)
+                    s0 = buf[2 * pr + 1, s - 1 : s - 1 + SAME_CHUNK]
+                    s1 = buf[2 * pr, s : s + SAME_CHUNK]
+                    s2 = buf[2 * pr + 1, s : s + SAME_CHUNK]
+                    w0 = wk[i, 0]
+                    w1 = wk[i, 1]
+                    w2 = wk[i, 2]
+                    if i == 0:
+                        for q in range(SAME_CHUNK):
+                            d[q] = bv + w0 * s0[q] + w1 * s1[q] + w2 * s2[q]
+                    else:
+                        for q in range(SAME_CHUNK):
+                            d[q] += w0 * s0[q] + w1 * s1[q] + w2 * s2[q]
+            rows = n * prow
+            if finite == 0.0:
+                # column 0's j == 0 taps read the previous row's last odd column: take them out
+                for i in range(3):
+                    pr = 0 if i == 1 else 1
+                    wv = wk[i, 0]
+                    off = lead - 1 - (ow if i == 0 else 0)
+                    src = buf[2 * pr + 1]
+                    for y in range(rows):
+                        acc[y * ow] -= wv * src[off + y * ow]
+            else:
+                for y in range(rows):
+                    v = bv
+                    for i in range(3):
+                        pr = 0 if i == 1 else 1
+                        s = lead + y * ow - (ow if i == 0 else 0)
+                        v += wk[i, 1] * buf[2 * pr, s] + wk[i, 2] * buf[2 * pr + 1, s]
+                    acc[y * ow] = v
+            for b in range(n):
+                o0 = (b * prow + 1) * ow
+                act_row(out[b, ch].reshape(oh * ow), acc[o0 : o0 + oh * ow], oh * ow, act, alpha)

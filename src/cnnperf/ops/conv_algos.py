@@ -106,6 +106,11 @@ class DirectConv(ConvAlgorithm):
 
             depthwise_conv2d_same(x, w_prep, b, 8 * threads, epi.code, epi.alpha, out)
             return
+        if use_s2k3_depthwise(p):
+            from ..kernels.depthwise import depthwise_conv2d_s2k3
+
+            depthwise_conv2d_s2k3(x, w_prep, b, 8 * threads, epi.code, epi.alpha, out)
+            return
         if _depthwise_one_per_channel(p) and p.n >= 2:
             # one task per channel for the whole batch. Measured at batch 8 (2 threads, ms,
             # against one task per image and channel): 192x28x28 0.85 vs 1.08, 144x56x56 2.24
@@ -153,6 +158,7 @@ def use_channels_last_depthwise(p: ConvParams) -> bool:
         _depthwise_one_per_channel(p)
         and p.oh * p.ow <= CL_MAX_OUTPUT_PIXELS
         and not use_same_depthwise(p)
+        and not use_s2k3_depthwise(p)
     )
 
 
@@ -163,6 +169,28 @@ def use_channels_last_depthwise(p: ConvParams) -> bool:
 # 0.45; batch 8: 576x14x14 1.94 / 3.31 / 2.43, 960x7x7 1.21 / 1.49 / 1.90, 192x28x28 2.06 /
 # 4.56 / 1.89, 144x56x56 6.1 / 15.2 / 4.6.
 SAME_MAX_OUTPUT_PIXELS = 784
+
+
+# 3x3 stride-2 depthwise layers with outputs above this many pixels run kernels.depthwise's
+# flat-run phase kernel; at 7x7 outputs the channels-last kernel stays slightly faster.
+# Measured single-threaded (ms; phase flat runs / channels-last / stride phases; PyTorch):
+# batch 1: 576x14x14 0.22 / 0.19 / 0.56 (0.15), 192x28x28 0.16 / 0.22 / 0.30 (0.15),
+# 144x56x56 0.30 / 0.73 / 0.44 (0.25), 96x112x112 0.59 / 2.6 / 0.74 (0.61); batch 8:
+# 576x14x14 1.77 / 1.53 / 3.22 (0.74), 192x28x28 1.25 / 2.36 / 2.21 (0.65), 144x56x56
+# 3.0 / 12.2 / 4.2 (5.8), 96x112x112 10.5 / 40.2 / 16.3 (38.5).
+S2K3_MIN_OUTPUT_PIXELS = 65
+
+
+def use_s2k3_depthwise(p: ConvParams) -> bool:
+    """Whether the direct algorithm runs ``p`` with the 3x3 stride-2 depthwise kernel: one
+    output channel per input channel, 3x3, stride 2, padding 1 on every side, no dilation,
+    outputs of at least S2K3_MIN_OUTPUT_PIXELS."""
+    return (
+        _depthwise_one_per_channel(p)
+        and (p.kh, p.kw, p.sh, p.sw, p.dh, p.dw) == (3, 3, 2, 2, 1, 1)
+        and (p.pt, p.pb, p.pl, p.pr) == (1, 1, 1, 1)
+        and p.oh * p.ow >= S2K3_MIN_OUTPUT_PIXELS
+    )
 
 
 def use_same_depthwise(p: ConvParams) -> bool:
