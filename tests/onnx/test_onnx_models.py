@@ -50,8 +50,11 @@ def test_whole_model_matches_onnxruntime(net, size, exporter):
     compiled = cnnperf.onnx.load(data)
     ops = [n.op for n in compiled.graph.nodes]
     assert "batch_norm" not in ops
-    # Every ReLU/ReLU6 is fused into its conv except ResNet's 8 after the residual adds.
-    assert ops.count("relu") + ops.count("clip") == (8 if net == "resnet18" else 0)
+    # Every ReLU/ReLU6 is fused into its conv, and every residual add (ResNet's with the ReLU
+    # after it) into the conv before it.
+    assert ops.count("relu") + ops.count("clip") + ops.count("add") == 0
+    residual = sum(bool(n.attrs.get("residual")) for n in compiled.graph.nodes)
+    assert residual == (8 if net == "resnet18" else 11)
     rng = np.random.default_rng(2)
     for batch in (1, 2):
         x = rng.standard_normal((batch, 3, size, size)).astype(np.float32)

@@ -1,13 +1,17 @@
-"""Conv2dPlan: the weight prepared once; results equal conv2d for every algorithm."""
+"""Conv2dPlan: the weight prepared once; results equal conv2d for every algorithm; residual=
+and out= equal conv -> add -> activation unfused (NaN and Inf included)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 from cases import CONV_CASES
-from conftest import assert_rel_close
+from conftest import assert_rel_close, to_torch
 
 from cnnperf import ops
+from cnnperf.ops.epilogue import FUSABLE_ACTIVATIONS
 
 CASES = [c for c in CONV_CASES if c.x[0] > 0]
 
@@ -59,3 +63,120 @@ def test_plan_validates_at_construction():
         ops.plan_conv2d(np.ones((4, 2, 3, 3), np.float32), input_shape=(1, 3, 7, 7))
     with pytest.raises(ValueError, match=r"input_shape must be"):
         ops.plan_conv2d(np.ones((4, 3, 3, 3), np.float32), input_shape=(7, 7))
+
+
+# --- residual= and out= ------------------------------------------------------------------------
+
+UNFUSED = {
+    "relu": (ops.relu, F.relu),
+    "relu6": (ops.relu6, F.relu6),
+    "leaky_relu": (lambda y: ops.leaky_relu(y, 0.01), lambda t: F.leaky_relu(t, 0.01)),
+    "sigmoid": (ops.sigmoid, torch.sigmoid),
+    "tanh": (ops.tanh, torch.tanh),
+    "silu": (ops.silu, F.silu),
+    "hardswish": (ops.hardswish, F.hardswish),
+    "hardsigmoid": (ops.hardsigmoid, F.hardsigmoid),
+    "gelu": (ops.gelu, F.gelu),
+    "gelu_tanh": (lambda y: ops.gelu(y, "tanh"), lambda t: F.gelu(t, approximate="tanh")),
+    "elu": (ops.elu, F.elu),
+    None: (lambda y: y, lambda t: t),
+}
+
+
+def _residual_case(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((2, 4, 9, 8)) * 2).astype(np.float32)
+    w = rng.standard_normal((6, 4, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(6).astype(np.float32)
+    r = (rng.standard_normal((2, 6, 9, 8)) * 3).astype(np.float32)
+    r[0, 0, 0, :4] = [np.nan, np.inf, -np.inf, np.nan]
+    r[1, 5, 8, -3:] = [-np.inf, np.inf, np.nan]
+    return x, w, b, r
+
+
+def test_every_fusable_activation_has_a_residual_test():
+    assert set(UNFUSED) - {None} == set(FUSABLE_ACTIVATIONS)
+
+
+@pytest.mark.parametrize("algo", sorted(ops.CONV_ALGOS))
+@pytest.mark.parametrize("name", sorted(UNFUSED, key=str))
+def test_residual_equals_conv_add_activation_with_nan_and_inf(name, algo):
+    x, w, b, r = _residual_case()
+    if ops.CONV_ALGOS[algo].why_not(ops.conv_params(x.shape, w.shape, padding=1)) is not None:
+        pytest.skip(f"{algo} does not cover this case")
+    plan = ops.plan_conv2d(w, b, padding=1, input_shape=x.shape, algo=algo, activation=name)
+    op_fn, torch_fn = UNFUSED[name]
+    with np.errstate(invalid="ignore", over="ignore"):
+        unfused = op_fn(ops.conv2d(x, w, b, padding=1, algo=algo) + r)
+    fused = plan(x, residual=r)
+    np.testing.assert_array_equal(np.isnan(fused), np.isnan(unfused), f"{name}/{algo} NaNs")
+    assert_rel_close(fused, unfused, 1e-6, f"{name}/{algo} fused vs conv + add + act")
+    with torch.no_grad():
+        t = F.conv2d(to_torch(x), to_torch(w), to_torch(b), padding=1) + to_torch(r)
+        expected = torch_fn(t).numpy()
+    np.testing.assert_array_equal(np.isnan(fused), np.isnan(expected), f"{name}/{algo} torch")
+    assert_rel_close(fused, expected, 1e-4, f"{name}/{algo} vs torch")
+    if name in ("relu", "relu6", None):  # the same float32 arithmetic: bit for bit
+        np.testing.assert_array_equal(fused, unfused)
+    assert np.array_equal(r[0, 0, 0, :2], [np.nan, np.inf], equal_nan=True)  # r not modified
+
+
+@pytest.mark.parametrize("algo", ["direct", "im2col", "winograd"])
+def test_out_and_residual_write_into_the_given_array(algo):
+    x, w, b, r = _residual_case(1)
+    r = np.nan_to_num(r)
+    plan = ops.plan_conv2d(w, b, padding=1, input_shape=x.shape, algo=algo, activation="relu")
+    expected = ops.relu(ops.conv2d(x, w, b, padding=1, algo=algo) + r)
+    out = np.full(expected.shape, np.nan, np.float32)  # stale contents must not leak
+    assert plan(x, residual=r, out=out) is out
+    np.testing.assert_array_equal(out, expected)
+    out2 = np.empty_like(out)
+    assert plan(x, out=out2) is out2
+    np.testing.assert_array_equal(out2, plan(x))
+    # unbatched input: residual and out of the unbatched output's shape
+    out3 = np.empty(expected.shape[1:], np.float32)
+    assert plan(x[1], residual=r[1], out=out3) is out3
+    np.testing.assert_array_equal(out3, expected[1])
+    np.testing.assert_array_equal(plan(x[1], residual=r[1]), expected[1])
+    # a strided residual is accepted (read through a contiguous copy)
+    rs = np.concatenate([r, r], axis=3)[..., ::2]  # (2, 6, 9, 8), strided
+    want = ops.relu(ops.conv2d(x, w, b, padding=1, algo=algo) + rs)
+    np.testing.assert_array_equal(plan(x, residual=rs), want)
+    empty = plan(x[:0], residual=r[:0], out=np.empty((0, 6, 9, 8), np.float32))
+    assert empty.shape == (0, 6, 9, 8)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"residual": np.ones((2, 6, 9, 7), np.float32)},
+         r"Conv2dPlan: residual must have the output's shape \(2, 6, 9, 8\) \(no broadcasting\),"
+         r" got \(2, 6, 9, 7\)"),
+        ({"residual": np.ones((1, 6, 9, 8), np.float32)}, r"residual must have the output's"),
+        ({"residual": np.ones((6, 1, 1), np.float32)}, r"residual must have the output's"),
+        ({"residual": np.ones((2, 6, 9, 8), np.float64)},
+         r"Conv2dPlan: residual must have the weight's dtype float32, got float64"),
+        ({"residual": [[1.0]]}, r"Conv2dPlan: residual must be a NumPy array, got list"),
+        ({"out": np.ones((2, 6, 9, 9), np.float32)},
+         r"Conv2dPlan: out must have the output's shape \(2, 6, 9, 8\)"),
+        ({"out": np.ones((2, 6, 9, 8), np.float64)}, r"out must have the weight's dtype"),
+        ({"out": np.ones((2, 6, 9, 16), np.float32)[..., ::2]}, r"out must be C-contiguous"),
+    ],
+)  # fmt: skip
+def test_residual_and_out_are_validated(kwargs, message):
+    x, w, b, _ = _residual_case()
+    plan = ops.plan_conv2d(w, b, padding=1, input_shape=x.shape)
+    with pytest.raises(ValueError, match=message):
+        plan(x, **kwargs)
+
+
+def test_out_must_not_overlap_the_input_or_the_residual():
+    w = np.ones((3, 3, 1, 1), np.float32)
+    plan = ops.plan_conv2d(w, input_shape=(1, 3, 5, 5))
+    x = np.ones((1, 3, 5, 5), np.float32)
+    with pytest.raises(ValueError, match=r"Conv2dPlan: out must not overlap the input"):
+        plan(x, out=x)
+    r = np.ones((1, 3, 5, 5), np.float32)
+    with pytest.raises(ValueError, match=r"Conv2dPlan: out must not overlap residual"):
+        plan(x, residual=r, out=r)
+    np.testing.assert_array_equal(plan(x, residual=x), 4 * x)  # the residual may be the input

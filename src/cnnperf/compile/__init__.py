@@ -22,7 +22,13 @@ from .api import compile_model
 from .executor import CompiledModel, compile_graph
 from .graph import OPS, Graph, Node
 from .memory import MemoryPlan, plan_memory
-from .passes import DEFAULT_PASSES, eliminate_identity, fold_batchnorm, fuse_conv_activation
+from .passes import (
+    DEFAULT_PASSES,
+    eliminate_identity,
+    fold_batchnorm,
+    fuse_conv_activation,
+    fuse_residual_add,
+)
 from .profile import format_profile
 from .shapes import infer_shapes
 from .trace import trace
@@ -42,6 +48,7 @@ __all__ = [
     "eliminate_identity",
     "fold_batchnorm",
     "fuse_conv_activation",
+    "fuse_residual_add",
     "DEFAULT_PASSES",
 ]
 

@@ -13,12 +13,14 @@ Example:
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 
 from .graph import Graph
-from .memory import MemoryPlan, plan_memory
+from .memory import ALIAS_OPS, ARENA_ALIGN, MemoryPlan, plan_memory
 from .passes import DEFAULT_PASSES
 from .profile import profile_model
 from .runtime import build_kernel
@@ -26,24 +28,54 @@ from .shapes import infer_shapes
 
 __all__ = ["CompiledModel", "compile_graph"]
 
+# Arenas kept per thread, one per batch size, least recently used dropped past this many.
+ARENA_CACHE_SIZE = 4
+
+
+class _Arena:
+    """One batch size's planned buffers: the arena and each planned value's view of it."""
+
+    __slots__ = ("memory", "views")
+
+    def __init__(self, plan: MemoryPlan, shapes: dict, batch: int) -> None:
+        raw = np.empty(plan.arena_span_bytes + ARENA_ALIGN, np.uint8)
+        start = -raw.ctypes.data % ARENA_ALIGN
+        self.memory = raw[start : start + plan.arena_span_bytes]
+        self.views: dict[str, np.ndarray] = {}
+        for v in plan.assignment:
+            shape = tuple(batch if d is None else d for d in shapes[v])
+            off = plan.offset_of(v)
+            self.views[v] = (
+                self.memory[off : off + plan.value_bytes[v]].view(np.float32).reshape(shape)
+            )
+
 
 class CompiledModel:
     """A compiled inference graph: ``run({name: array}) -> {name: array}``, no autograd.
 
     Kernels (conv plans with their prepared weights, chosen with ``weight_prepared=True``) are
-    built once here; intermediate values are freed after their last reader (the liveness that
-    :meth:`memory_plan` plans buffers for). The kernels allocate their own outputs, so at run
-    time NumPy's allocator recycles the freed blocks: the plan reports what an executor
-    writing into its buffers needs, and the executor holds no more than the live values.
+    built once here; intermediate values are freed after their last reader. With
+    ``planned_buffers`` (the default) the kernels that can write into a given array
+    (convolutions, element-wise add/sub/mul/div) write their outputs into their buffers of
+    the liveness plan (:func:`plan_memory` restricted to those values): one arena per batch
+    size and thread, allocated on the first run at that size and reused. The others allocate
+    their outputs, as every kernel does without ``planned_buffers``. Graph outputs are never
+    planned: each run returns new arrays, which later runs do not touch.
     """
 
-    def __init__(self, graph: Graph) -> None:
+    def __init__(self, graph: Graph, *, planned_buffers: bool = True) -> None:
         self.graph = graph.validate()
         self.shapes = infer_shapes(graph)
         self.input_names: list[str] = list(graph.inputs)
         self.output_names: list[str] = list(graph.outputs)
+        self.planned_buffers = bool(planned_buffers)
         self._steps: list[tuple[Callable, list[str], list[str], list[str]]] = []
+        # Per step: fn.into (writes into a planned buffer) or None, and whether its results
+        # must be checked for views of the arena (ops that are not meant to return views).
+        self._into: list[Callable | None] = []
+        self._guard: list[bool] = []
         self._plans: dict[int, MemoryPlan] = {}
+        self._local = threading.local()
         last_use: dict[str, int] = {}
         for i, n in enumerate(graph.nodes):
             for v in n.inputs:
@@ -53,6 +85,12 @@ class CompiledModel:
             fn, args = build_kernel(n, graph, self.shapes)
             free = sorted({v for v in n.inputs if last_use[v] == i and v not in keep})
             self._steps.append((fn, list(args), n.outputs, free))
+            into = getattr(fn, "into", None)
+            self._into.append(into if len(n.outputs) == 1 and n.op not in ALIAS_OPS else None)
+            self._guard.append(n.op not in ALIAS_OPS)
+        self._writable = {
+            n.outputs[0] for n, into in zip(graph.nodes, self._into, strict=True) if into
+        }
 
     def _check_inputs(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         missing = [k for k in self.input_names if k not in feeds]
@@ -81,13 +119,60 @@ class CompiledModel:
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run the graph on ``feeds`` (input name -> array); returns output name -> array."""
         env = self._check_inputs(feeds)
+        arena = self._arena(env) if self.planned_buffers and self._writable else None
         env.update(self.graph.initializers)
-        for fn, args, outs, free in self._steps:
-            results = fn(*(env[a] for a in args))
+        if arena is None:
+            for fn, args, outs, free in self._steps:
+                results = fn(*(env[a] for a in args))
+                env.update(zip(outs, results, strict=True))
+                for v in free:
+                    del env[v]
+            return {k: env[k] for k in self.output_names}
+        views, memory = arena.views, arena.memory
+        for (fn, args, outs, free), into, guard in zip(
+            self._steps, self._into, self._guard, strict=True
+        ):
+            out = views.get(outs[0]) if into is not None else None
+            if out is not None:
+                results = into(out, *(env[a] for a in args))
+            else:
+                results = fn(*(env[a] for a in args))
+                if guard and any(np.may_share_memory(r, memory) for r in results):
+                    # a view of a planned buffer that the plan does not know of: copy it
+                    results = tuple(np.array(r, copy=True) for r in results)
             env.update(zip(outs, results, strict=True))
             for v in free:
                 del env[v]
-        return {k: env[k] for k in self.output_names}
+        return {
+            k: np.array(env[k], copy=True) if np.may_share_memory(env[k], memory) else env[k]
+            for k in self.output_names
+        }
+
+    def _arena(self, env: Mapping[str, np.ndarray]) -> _Arena | None:
+        """This thread's arena for the batch size of ``env`` (None when the dynamic inputs'
+        batch sizes differ or are 0: those runs allocate every output)."""
+        batches = {
+            env[name].shape[0]
+            for name, dims in self.graph.inputs.items()
+            if len(dims) and dims[0] is None
+        }
+        if len(batches) > 1:
+            return None
+        batch = batches.pop() if batches else 1
+        if batch < 1:
+            return None
+        cache = getattr(self._local, "arenas", None)
+        if cache is None:
+            cache = self._local.arenas = OrderedDict()
+        arena = cache.get(batch)
+        if arena is None:
+            plan = plan_memory(self.graph, batch, values=self._writable)
+            arena = cache[batch] = _Arena(plan, self.shapes, batch)
+            while len(cache) > ARENA_CACHE_SIZE:
+                cache.popitem(last=False)
+        else:
+            cache.move_to_end(batch)
+        return arena
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Run a one-input, one-output model on ``x``."""
@@ -128,11 +213,15 @@ class CompiledModel:
 
 
 def compile_graph(
-    graph: Graph, passes: Iterable[Callable[[Graph], Graph]] | None = None
+    graph: Graph,
+    passes: Iterable[Callable[[Graph], Graph]] | None = None,
+    *,
+    planned_buffers: bool = True,
 ) -> CompiledModel:
-    """Apply ``passes`` (default: eliminate_identity, fold_batchnorm, fuse_conv_activation;
-    ``()`` for none) and build the executor."""
+    """Apply ``passes`` (default: eliminate_identity, fold_batchnorm, fuse_residual_add,
+    fuse_conv_activation; ``()`` for none) and build the executor (``planned_buffers``: see
+    :class:`CompiledModel`)."""
     g = graph.validate()
     for p in DEFAULT_PASSES if passes is None else passes:
         g = p(g)
-    return CompiledModel(g)
+    return CompiledModel(g, planned_buffers=planned_buffers)

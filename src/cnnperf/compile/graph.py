@@ -20,8 +20,10 @@ __all__ = ["Node", "Graph", "OPS", "ACTIVATION_OPS"]
 
 # op -> attributes it takes (documentation and validation of the vocabulary).
 OPS: dict[str, tuple[str, ...]] = {
-    # inputs (x, weight[, bias]); pads are (top, bottom, left, right); activation as ops.conv2d's
-    "conv2d": ("stride", "pads", "dilation", "groups", "activation"),
+    # inputs (x, weight[, bias][, residual]); pads are (top, bottom, left, right); activation as
+    # ops.conv2d's; residual=True: the last input (the output's shape) is added after the bias,
+    # before the activation (passes.fuse_residual_add)
+    "conv2d": ("stride", "pads", "dilation", "groups", "activation", "residual"),
     "max_pool2d": ("kernel", "stride", "pads", "dilation", "ceil_mode"),
     "avg_pool2d": ("kernel", "stride", "pads", "dilation", "ceil_mode", "count_include_pad"),
     "global_avg_pool2d": (),

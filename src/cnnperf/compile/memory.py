@@ -8,7 +8,10 @@ share their input's storage, which then lives until the last read of any of thos
 Intermediate storages (not graph inputs, initializers or graph outputs, which the caller owns)
 are assigned to buffers greedily by size, largest first, each to the smallest existing buffer
 none of whose values is live at the same time (best fit), else to a new buffer: the classic
-"greedy by size" plan (TFLite's arena planner uses the same order).
+"greedy by size" plan (TFLite's arena planner uses the same order). The buffers are laid out
+one after another in one arena (``buffer_offsets``, each aligned to :data:`ARENA_ALIGN` bytes):
+the executor allocates the arena once per batch size and lets kernels that can write into a
+given array (convolutions, element-wise ufuncs) write their outputs into their views of it.
 
 Example:
     >>> from cnnperf.compile.graph import Graph, Node
@@ -24,14 +27,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Collection
 
 from .graph import Graph
 from .shapes import infer_shapes
 
-__all__ = ["MemoryPlan", "plan_memory", "ALIAS_OPS"]
+__all__ = ["MemoryPlan", "plan_memory", "ALIAS_OPS", "ARENA_ALIGN"]
 
 # Ops whose output is a view of their (first) input at run time (see runtime.py).
 ALIAS_OPS = ("reshape", "flatten", "squeeze", "unsqueeze", "identity", "dropout")
+
+# Byte alignment of each buffer in the arena: a cache line, and a whole AVX-512 vector.
+ARENA_ALIGN = 64
 
 
 @dataclasses.dataclass
@@ -52,6 +59,7 @@ class MemoryPlan:
         live_peak_bytes: the most bytes live at any one step (a lower bound for any plan).
         largest_layer: the node whose activation inputs plus outputs are largest, and
             ``largest_layer_bytes`` that size.
+        buffer_offsets: byte offset of each buffer in the arena (aligned to ARENA_ALIGN).
     """
 
     batch: int
@@ -65,11 +73,23 @@ class MemoryPlan:
     live_peak_bytes: int
     largest_layer: str
     largest_layer_bytes: int
+    buffer_offsets: list[int] = dataclasses.field(default_factory=list)
 
     @property
     def arena_bytes(self) -> int:
         """Sum of the buffer sizes (intermediates only)."""
         return sum(self.buffer_bytes)
+
+    @property
+    def arena_span_bytes(self) -> int:
+        """Bytes of the arena holding every buffer at its aligned offset."""
+        if not self.buffer_bytes:
+            return 0
+        return self.buffer_offsets[-1] + self.buffer_bytes[-1]
+
+    def offset_of(self, value: str) -> int:
+        """Byte offset in the arena of the buffer that holds ``value`` (or the value it views)."""
+        return self.buffer_offsets[self.assignment[self.storage_of.get(value, value)]]
 
     @property
     def planned_peak_bytes(self) -> int:
@@ -94,13 +114,19 @@ def _bytes(shape: tuple, batch: int, itemsize: int) -> int:
     return math.prod(dims) * itemsize
 
 
-def plan_memory(graph: Graph, batch: int = 1, itemsize: int = 4) -> MemoryPlan:
+def plan_memory(
+    graph: Graph, batch: int = 1, itemsize: int = 4, *, values: Collection[str] | None = None
+) -> MemoryPlan:
     """Plan buffers for ``graph``'s activations at batch size ``batch`` (float32: 4 bytes).
 
     Args:
         graph: a validated graph, nodes in the order the executor runs them.
         batch: the value of a dynamic (None) batch dimension.
         itemsize: bytes per element.
+        values: None to plan every intermediate storage; else only these (the executor's
+            in-place writable values; the rest are allocated by their kernels and take no
+            buffer). ``naive_bytes`` and ``live_peak_bytes`` still count every activation,
+            ``planned_peak_bytes`` the planned buffers and the outputs.
     """
     if batch < 1:
         raise ValueError(f"plan_memory: batch must be >= 1, got {batch}")
@@ -122,7 +148,11 @@ def plan_memory(graph: Graph, batch: int = 1, itemsize: int = 4) -> MemoryPlan:
                 first[v], last[v] = i, i
     value_bytes = {v: _bytes(shapes[v], batch, itemsize) for v in first}
     owned_by_caller = {storage_of.get(v, v) for v in graph.outputs}
-    planned = [v for v in first if v not in owned_by_caller and v not in external]
+    planned = [
+        v
+        for v in first
+        if v not in owned_by_caller and v not in external and (values is None or v in values)
+    ]
     output_bytes = sum(value_bytes[v] for v in owned_by_caller if v in value_bytes)
     for v in owned_by_caller & set(last):
         last[v] = len(graph.nodes) - 1  # returned to the caller: live to the end
@@ -143,6 +173,11 @@ def plan_memory(graph: Graph, batch: int = 1, itemsize: int = 4) -> MemoryPlan:
             best = len(buffers) - 1
         members[best].append(v)
         assignment[v] = best
+
+    offsets, end = [], 0
+    for size in buffers:
+        offsets.append(end)
+        end += -(-size // ARENA_ALIGN) * ARENA_ALIGN
 
     live_peak = max(
         (sum(value_bytes[v] for v in first if first[v] <= i <= last[v])
@@ -170,4 +205,5 @@ def plan_memory(graph: Graph, batch: int = 1, itemsize: int = 4) -> MemoryPlan:
         live_peak_bytes=live_peak,
         largest_layer=largest,
         largest_layer_bytes=layer_bytes.get(largest, 0),
+        buffer_offsets=offsets,
     )

@@ -2,6 +2,8 @@
 
 - :func:`eliminate_identity`: drop Identity and (inference) Dropout nodes.
 - :func:`fold_batchnorm`: fold a batch_norm that follows a conv into the conv's weight and bias.
+- :func:`fuse_residual_add`: let a conv add a residual (and apply the activation after the
+  add) as it writes: ``relu(conv(x) + r)`` becomes one conv node.
 - :func:`fuse_conv_activation`: let a conv apply the activation that follows it as it writes.
 
 A rewrite only happens where the intermediate value has no other reader and is not a graph
@@ -22,8 +24,15 @@ import numpy as np
 
 from .graph import Graph, Node
 from .runtime import activation_of
+from .shapes import infer_shapes
 
-__all__ = ["eliminate_identity", "fold_batchnorm", "fuse_conv_activation", "DEFAULT_PASSES"]
+__all__ = [
+    "eliminate_identity",
+    "fold_batchnorm",
+    "fuse_residual_add",
+    "fuse_conv_activation",
+    "DEFAULT_PASSES",
+]
 
 
 def _single_private_use(g: Graph, value: str, uses: dict[str, list[Node]]) -> Node | None:
@@ -82,6 +91,7 @@ def fold_batchnorm(graph: Graph) -> Graph:
             conv is None
             or conv.op != "conv2d"
             or conv.attrs.get("activation") is not None
+            or conv.attrs.get("residual")
             or _single_private_use(g, conv.outputs[0], uses) is not bn
             or not all(v in g.initializers for v in bn.inputs[1:5] + conv.inputs[1:])
         ):
@@ -127,4 +137,69 @@ def fuse_conv_activation(graph: Graph) -> Graph:
     return g.validate()
 
 
-DEFAULT_PASSES = (eliminate_identity, fold_batchnorm, fuse_conv_activation)
+def _one_dynamic_batch(g: Graph, shape: tuple) -> bool:
+    """Whether ``shape`` is static but for a None batch (dim 0), and every None in the graph
+    comes from its one dynamic input: then two such equal shapes are equal at run time."""
+    if any(d is None for d in shape[1:]):
+        return False
+    dynamic = [name for name, dims in g.inputs.items() if None in tuple(dims)]
+    return shape[:1] != (None,) or len(dynamic) == 1
+
+
+def fuse_residual_add(graph: Graph) -> Graph:
+    """Fuse ``add(conv(x), r)`` (either operand order) and the activation after it into the
+    conv: ``act(conv(x) + bias + r)`` becomes one ``conv2d`` node with ``residual=True`` and
+    ``r`` as its last input (``activation`` set when an activation node alone reads the sum).
+
+    Only where the conv has neither an activation nor a residual yet, its output is read by
+    the add alone and is no graph output, ``r`` is a graph input or the output of a node
+    before the conv (the fused conv reads it where the conv stood), and ``r`` has exactly the
+    conv output's shape (no broadcasting). The sum is rounded to float32 before the
+    activation, as unfused; NaN and Inf propagate.
+
+    Example:
+        >>> g = Graph(nodes=[Node("conv2d", ["x", "w"], ["t"]), Node("add", ["x", "t"], ["s"]),
+        ...                  Node("relu", ["s"], ["y"])],
+        ...           initializers={"w": np.ones((1, 1, 1, 1), np.float32)},
+        ...           inputs={"x": (None, 1, 2, 2)}, outputs=["y"])
+        >>> [(n.op, n.inputs, n.outputs, n.attrs) for n in fuse_residual_add(g).nodes]
+        [('conv2d', ['x', 'w', 'x'], ['y'], {'residual': True, 'activation': 'relu'})]
+    """
+    g = graph.copy()
+    uses = g.consumers()
+    producers = g.producers()
+    shapes = infer_shapes(g)
+    position = {id(n): i for i, n in enumerate(g.nodes)}
+    drop: set[int] = set()
+    for add in g.nodes:
+        if add.op != "add" or len(add.inputs) != 2:
+            continue
+        for t, r in (add.inputs, add.inputs[::-1]):
+            conv = producers.get(t)
+            if (
+                conv is None
+                or conv.op != "conv2d"
+                or conv.attrs.get("activation") is not None
+                or conv.attrs.get("residual")
+                or _single_private_use(g, t, uses) is not add
+                or not (r in g.inputs or position[id(producers.get(r, add))] < position[id(conv)])
+                or shapes[r] != shapes[t]
+                or not _one_dynamic_batch(g, shapes[t])
+            ):
+                continue
+            conv.inputs = [*conv.inputs, r]
+            conv.attrs["residual"] = True
+            conv.outputs = list(add.outputs)
+            drop.add(id(add))
+            act = _single_private_use(g, add.outputs[0], uses)
+            activation = None if act is None else activation_of(act)
+            if activation is not None:
+                conv.attrs["activation"] = activation
+                conv.outputs = list(act.outputs)
+                drop.add(id(act))
+            break
+    g.nodes = [n for n in g.nodes if id(n) not in drop]
+    return g.validate()
+
+
+DEFAULT_PASSES = (eliminate_identity, fold_batchnorm, fuse_residual_add, fuse_conv_activation)

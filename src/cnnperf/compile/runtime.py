@@ -53,8 +53,15 @@ def _const(graph: Graph, name: str, node: Node) -> np.ndarray:
 
 def _conv(node: Node, graph: Graph, shapes: dict) -> Kernel:
     a = node.attrs
+    residual = bool(a.get("residual", False))
+    if residual and len(node.inputs) < 3:
+        raise ValueError(
+            f"conv2d {node.name!r}: residual=True needs inputs (x, weight[, bias], residual), "
+            f"got {node.inputs}"
+        )
+    n_bias = len(node.inputs) - 2 - int(residual)  # inputs (x, weight[, bias][, residual])
     weight = _const(graph, node.inputs[1], node)
-    bias = _const(graph, node.inputs[2], node) if len(node.inputs) > 2 else None
+    bias = _const(graph, node.inputs[2], node) if n_bias else None
     x_shape = shapes[node.inputs[0]]
     pt, pb, pl, pr = a.get("pads", (0, 0, 0, 0))
     plan = ops.plan_conv2d(
@@ -67,12 +74,23 @@ def _conv(node: Node, graph: Graph, shapes: dict) -> Kernel:
         input_shape=(1 if x_shape[0] is None else x_shape[0], *x_shape[1:]),
         activation=a.get("activation"),
     )
+    c_out, oh, ow = plan.params.output_shape[1:]
 
-    def run(x):
-        return (plan(x),)
+    def call(x, r=None, out=None):
+        try:
+            return (plan(x, residual=r, out=out),)
+        except ValueError as e:
+            raise ValueError(f"conv2d {node.name!r}: {e}") from None
 
-    run.plan = plan  # for CompiledModel.profile: the chosen algorithm
-    return run, node.inputs[:1]
+    def into(out, x, r=None):
+        if out.shape != (x.shape[0], c_out, oh, ow) or out.dtype != plan.dtype:
+            return call(x, r)  # the planned buffer does not fit this run: allocate
+        return call(x, r, out)
+
+    call.plan = plan  # for CompiledModel.profile: the chosen algorithm
+    call.into = into  # for the executor's planned buffers: write into ``out``
+    args = [node.inputs[0], node.inputs[-1]] if residual else node.inputs[:1]
+    return call, args
 
 
 def _windows(xp: np.ndarray, k, s, d, out_hw) -> np.ndarray:
@@ -241,6 +259,30 @@ def _simple(fn: Callable) -> Callable:
     return builder
 
 
+def _binary(ufunc: np.ufunc) -> Callable:
+    """Builder of an element-wise binary op (NumPy broadcasting) that can also write into a
+    planned buffer: ``fn.into(out, x, y)`` uses ``out=`` when the result's shape and dtype
+    are exactly ``out``'s, else allocates as ``fn`` does."""
+
+    def builder(node: Node, graph: Graph, shapes: dict) -> Kernel:
+        def run(x, y):
+            return (ufunc(x, y),)
+
+        def into(out, x, y):
+            try:
+                shape = np.broadcast_shapes(np.shape(x), np.shape(y))
+            except ValueError:
+                shape = None  # let the ufunc raise its own error
+            if shape != out.shape or np.result_type(x, y) != out.dtype:
+                return (ufunc(x, y),)
+            return (ufunc(x, y, out=out),)
+
+        run.into = into
+        return run, node.inputs
+
+    return builder
+
+
 def _unsqueeze(a, x):
     out_rank = x.ndim + len(a["axes"])
     return np.expand_dims(x, tuple(sorted(ax % out_rank for ax in a["axes"])))
@@ -265,10 +307,10 @@ _BUILDERS: dict[str, Callable[[Node, Graph, dict], Kernel]] = {
     "tanh": _simple(lambda a, x: ops.tanh(x)),
     "hardswish": _simple(lambda a, x: ops.hardswish(x)),
     "matmul": _simple(lambda a, x, y: np.matmul(x, y)),
-    "add": _simple(lambda a, x, y: np.add(x, y)),
-    "sub": _simple(lambda a, x, y: np.subtract(x, y)),
-    "mul": _simple(lambda a, x, y: np.multiply(x, y)),
-    "div": _simple(lambda a, x, y: np.divide(x, y)),
+    "add": _binary(np.add),
+    "sub": _binary(np.subtract),
+    "mul": _binary(np.multiply),
+    "div": _binary(np.divide),
     "concat": _simple(lambda a, *xs: np.concatenate(xs, axis=a["axis"])),
     "transpose": _simple(lambda a, x: np.ascontiguousarray(np.transpose(x, a["perm"]))),
     "squeeze": _simple(lambda a, x: np.squeeze(x, tuple(ax % x.ndim for ax in a["axes"]))),

@@ -29,6 +29,8 @@ __all__ = [
     "act_row",
     "bias_act_row",
     "bias_act_inplace",
+    "residual_act_row",
+    "residual_act_inplace",
 ]
 
 ACT_NONE = 0
@@ -160,3 +162,58 @@ def bias_act_inplace(out, bias, code, alpha):  # pragma: no cover - compiled
         ch = t - b * c
         row = out[b, ch]
         bias_act_row(row, row, hw, bias[ch], code, alpha)
+
+
+@njit(inline="always", error_model="numpy")
+def residual_act_row(dst, src, res, n, code, alpha):  # pragma: no cover - compiled
+    """``dst[:n] = act(src[:n] + res[:n])`` (``dst`` may be ``src``); the sum is rounded to
+    the dtype first, as an unfused add then activation.
+
+    One branch-free loop per common activation, as :func:`bias_act_row`. Each loop stores a
+    value computed from two loads: an in-place ``x = 0 if x < 0 else x`` (``act_row`` with
+    ``dst is src``) lets LLVM drop the store where x >= 0, and the conditional store does not
+    vectorise (measured on 64 rows of 56x56, one thread: 0.51 ns per element in place, 0.08
+    with the sum). hardswish is ``v * min(max(v + 3, 0), 6) / 6`` here, as ``ops.hardswish``
+    and PyTorch: -inf gives NaN, where :func:`act_scalar` returns 0.
+    """
+    if code == ACT_NONE:
+        for i in range(n):
+            dst[i] = src[i] + res[i]
+    elif code == ACT_RELU:
+        for i in range(n):
+            v = src[i] + res[i]
+            dst[i] = 0.0 if v < 0 else v
+    elif code == ACT_RELU6:
+        for i in range(n):
+            v = src[i] + res[i]
+            v = 0.0 if v < 0 else v
+            dst[i] = 6.0 if v > 6 else v
+    elif code == ACT_LEAKY_RELU:
+        for i in range(n):
+            v = src[i] + res[i]
+            dst[i] = v * alpha if v < 0 else v
+    elif code == ACT_HARDSWISH:
+        for i in range(n):
+            v = src[i] + res[i]
+            t = v + 3.0
+            t = 0.0 if t < 0 else t
+            t = 6.0 if t > 6 else t
+            dst[i] = v * t / 6.0
+    else:
+        for i in range(n):
+            dst[i] = act_scalar(float(src[i] + res[i]), code, alpha)
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH, error_model="numpy")
+def residual_act_inplace(out, residual, code, alpha):  # pragma: no cover - compiled
+    """``out[r, :] = act(out[r, :] + residual[r, :])`` in place; out, residual (rows, cols).
+
+    A residual connection's add and the activation after it, fused into one pass over a
+    convolution's output (He et al., "Deep Residual Learning for Image Recognition", 2016),
+    row by row with :func:`residual_act_row`. NaN and Inf propagate as in the unfused ops
+    (FASTMATH keeps IEEE NaN/Inf semantics).
+    """
+    rows, cols = out.shape
+    for r in prange(rows):
+        row = out[r]
+        residual_act_row(row, row, residual[r], cols, code, alpha)

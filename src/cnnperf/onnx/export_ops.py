@@ -216,13 +216,21 @@ def _conv(ctx: ExportContext, n: Node, ins: list, outs: list) -> None:
         dilations=[int(d) for d in a.get("dilation", (1, 1))],
         group=int(a.get("groups", 1)),
     )
-    activation = a.get("activation")
-    if activation is None:
-        ctx.node("Conv", ins, outs, n.name, **attrs)
+    # a compiled graph's conv may carry an activation and a residual (its last input): written
+    # out as Conv, Add, activation
+    activation, residual = a.get("activation"), bool(a.get("residual", False))
+    conv_ins = ins[:-1] if residual else ins
+    if activation is None and not residual:
+        ctx.node("Conv", conv_ins, outs, n.name, **attrs)
         return
     y = ctx.temp(f"{n.name}.conv")
-    ctx.node("Conv", ins, [y], n.name, **attrs)
-    emit_activation(ctx, activation, y, outs[0], n.name)
+    ctx.node("Conv", conv_ins, [y], n.name, **attrs)
+    if residual:
+        s = outs[0] if activation is None else ctx.temp(f"{n.name}.residual")
+        ctx.node("Add", [y, ins[-1]], [s], n.name)
+        y = s
+    if activation is not None:
+        emit_activation(ctx, activation, y, outs[0], n.name)
 
 
 def _conv_transpose(ctx: ExportContext, n: Node, ins: list, outs: list) -> None:

@@ -4,6 +4,10 @@
 whole weight). A model layer or a compiled graph holds a :class:`Conv2dPlan` instead: the plan
 copies the weight when it is made, so later changes to the caller's array never leak into it
 (make a new plan after changing the weight).
+
+A plan call can also write into a caller's array (``out=``, what a compiled graph's planned
+buffers use) and add a residual before the activation (``residual=``: ResNet's
+``relu(conv(x) + bias + identity)`` in one node).
 """
 
 from __future__ import annotations
@@ -12,11 +16,13 @@ import dataclasses
 
 import numpy as np
 
+from ..shapes import ConvParams
 from ._validate import as_batched_4d, as_float_array, check_same_dtype
-from .conv import _check_bias, conv_params, run_conv, select_conv_algo
-from .epilogue import parse_activation
+from .conv import _check_bias, _pad_input, conv_params, run_conv, select_conv_algo
+from .conv_algos import ConvAlgorithm
+from .epilogue import NO_EPILOGUE, apply_residual_epilogue, parse_activation
 
-__all__ = ["Conv2dPlan", "plan_conv2d"]
+__all__ = ["Conv2dPlan", "plan_conv2d", "run_conv_into"]
 
 
 class Conv2dPlan:
@@ -63,7 +69,36 @@ class Conv2dPlan:
         self.weight = weight
         self.prepared = self.algorithm.prepare_weight(weight, self.params)
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def __call__(
+        self,
+        x: np.ndarray,
+        *,
+        residual: np.ndarray | None = None,
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """``activation(conv(x) + bias [+ residual])``, written into ``out`` when given.
+
+        Args:
+            x: input (n, c_in, h, w) with the planned (c_in, h, w) and any batch size, or
+                unbatched (c_in, h, w).
+            residual: None, or an array of the output's shape and dtype added after the bias
+                and before the activation: the result equals ``conv -> add -> activation``
+                unfused (the sum rounded to the dtype first; NaN and Inf propagate).
+            out: None (a new array is returned), or a C-contiguous array of the output's
+                shape and dtype that is written and returned; it must not overlap ``x`` or
+                ``residual``.
+
+        Shape:
+            output (n, c_out, oh, ow) (unbatched: (c_out, oh, ow)), oh and ow as ``conv2d``.
+
+        Example:
+            >>> plan = plan_conv2d(np.ones((2, 1, 1, 1), np.float32), input_shape=(1, 1, 2, 2),
+            ...                    activation="relu")
+            >>> x = np.ones((1, 1, 2, 2), np.float32); r = np.full((1, 2, 2, 2), -3, np.float32)
+            >>> y = np.empty((1, 2, 2, 2), np.float32)
+            >>> plan(x, residual=r, out=y) is y, y.max()  # relu(1 - 3)
+            (True, np.float32(0.0))
+        """
         op = "Conv2dPlan"
         x = as_float_array(x, "input", op)
         x4, unbatched = as_batched_4d(x, "input", op)
@@ -75,11 +110,59 @@ class Conv2dPlan:
             )
         if x4.shape[0] != p.n:
             p = dataclasses.replace(p, n=x4.shape[0])
-        out = run_conv(self.algorithm, x4, self.prepared, self.bias, p, self.epilogue)
-        return out[0] if unbatched else out
+        shape = p.output_shape[1:] if unbatched else p.output_shape
+        r4 = None
+        if residual is not None:
+            r4 = self._check_array(residual, "residual", shape, x4).reshape(p.output_shape)
+            r4 = np.ascontiguousarray(r4)
+        epi = self.epilogue if r4 is None else NO_EPILOGUE
+        if out is None:
+            y4 = run_conv(self.algorithm, x4, self.prepared, self.bias, p, epi)
+        else:
+            self._check_array(out, "out", shape, x4)
+            if not out.flags.c_contiguous:
+                raise ValueError(f"{op}: out must be C-contiguous")
+            if residual is not None and np.may_share_memory(out, residual):
+                raise ValueError(f"{op}: out must not overlap residual")
+            y4 = out.reshape(p.output_shape)  # a view: out is contiguous
+            run_conv_into(self.algorithm, x4, self.prepared, self.bias, p, epi, y4)
+        if r4 is not None:
+            apply_residual_epilogue(y4, r4, self.epilogue)
+        if out is not None:
+            return out
+        return y4[0] if unbatched else y4
+
+    def _check_array(self, a, name: str, shape: tuple, x4: np.ndarray) -> np.ndarray:
+        """``a`` (residual or out) as an array of the output's ``shape`` and the plan's dtype,
+        not overlapping the input ``x4``; ValueError naming ``name`` otherwise."""
+        op = "Conv2dPlan"
+        if not isinstance(a, np.ndarray):
+            raise ValueError(f"{op}: {name} must be a NumPy array, got {type(a).__name__}")
+        if a.dtype != self.dtype:
+            raise ValueError(
+                f"{op}: {name} must have the weight's dtype {self.dtype}, got {a.dtype}"
+            )
+        if a.shape != shape:
+            raise ValueError(
+                f"{op}: {name} must have the output's shape {shape} (no broadcasting), "
+                f"got {tuple(a.shape)}"
+            )
+        if name == "out" and np.may_share_memory(a, x4):
+            raise ValueError(f"{op}: out must not overlap the input")
+        return a
 
     def __repr__(self) -> str:
         return f"Conv2dPlan({self.params}, algorithm={self.algorithm.name!r})"
+
+
+def run_conv_into(
+    algo: ConvAlgorithm, x4: np.ndarray, w_prep, bias, p: ConvParams, epi, out: np.ndarray
+) -> None:
+    """``run_conv`` into the caller's contiguous ``out`` (n, c_out, oh, ow): the input padded
+    first unless the algorithm pads as it reads; nothing to do for an empty batch."""
+    if p.n > 0:
+        x = np.ascontiguousarray(x4) if algo.pads_input else _pad_input(x4, p)
+        algo.run(x, w_prep, bias, p, out, epi)
 
 
 def plan_conv2d(weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, input_shape,

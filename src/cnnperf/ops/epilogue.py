@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["Epilogue", "NO_EPILOGUE", "parse_activation", "apply_epilogue", "FUSABLE_ACTIVATIONS"]
+__all__ = [
+    "Epilogue",
+    "NO_EPILOGUE",
+    "parse_activation",
+    "apply_epilogue",
+    "apply_residual_epilogue",
+    "FUSABLE_ACTIVATIONS",
+]
 
 # name -> (code in kernels.epilogue, default alpha)
 FUSABLE_ACTIVATIONS: dict[str, tuple[int, float]] = {
@@ -78,3 +85,22 @@ def apply_epilogue(out: np.ndarray, bias: np.ndarray | None, epi: Epilogue) -> N
     n, c = out.shape[:2]
     b = np.zeros(c, out.dtype) if bias is None else np.ascontiguousarray(bias, dtype=out.dtype)
     bias_act_inplace(out.reshape(n, c, -1), b, epi.code, epi.alpha)  # (n, c, oh*ow)
+
+
+def apply_residual_epilogue(out: np.ndarray, residual: np.ndarray, epi: Epilogue) -> None:
+    """``out = epi(out + residual)`` in place, one vectorised pass (the bias already added).
+
+    ``out`` and ``residual`` are contiguous arrays of the same shape and dtype, the first two
+    dims (n, c); the sum is rounded to their dtype before the activation, as an unfused add
+    followed by the activation op.
+    """
+    from ..kernels import sync_threads
+    from ..kernels.epilogue import residual_act_inplace
+
+    if out.size == 0:
+        return
+    sync_threads()
+    rows = out.shape[0] * out.shape[1]
+    residual_act_inplace(
+        out.reshape(rows, -1), residual.reshape(rows, -1), epi.code, epi.alpha
+    )  # (n*c, oh*ow)
