@@ -156,6 +156,9 @@ class ImportContext:
         self.graph = Graph()
         self.consts: dict[str, np.ndarray] = {}
         self.shapes: dict[str, tuple] = {}
+        # Values some node reads or the graph outputs: a declared optional output (Dropout's
+        # mask) that no one reads can be left uncomputed.
+        self.used: set[str] = set()
         self._count = 0
 
     # -- reading ---------------------------------------------------------------------------
@@ -176,6 +179,10 @@ class ImportContext:
             )
         return value
 
+    def is_used(self, name: str) -> bool:
+        """Whether a node reads ``name`` or the graph outputs it ("" is never used)."""
+        return bool(name) and name in self.used
+
     def shape(self, name: str) -> tuple:
         if name in self.consts:
             return tuple(self.consts[name].shape)
@@ -193,7 +200,11 @@ class ImportContext:
         self._count += 1
         name = onnx_node.name or f"{onnx_node.op_type}_{self._count}"
         node = Node(op, inputs, outputs, attrs, name=name)
-        shapes = infer_node(node, [self.shape(v) for v in inputs])
+        try:
+            shapes = infer_node(node, [self.shape(v) for v in inputs])
+        except ValueError as e:
+            where = f"{onnx_node.op_type} node {onnx_node.name!r}"
+            raise ValueError(f"{where}: {e}" if where not in str(e) else str(e)) from e
         self.shapes.update(zip(outputs, shapes, strict=False))
         self.graph.nodes.append(node)
 
@@ -266,6 +277,7 @@ def import_model(model, input_shapes: Mapping[str, tuple] | None = None) -> Grap
             ctx.set_const(t.name, onnx.numpy_helper.to_array(t))
         except Exception as e:
             raise ValueError(f"initializer {t.name!r} cannot be read: {e}") from e
+    ctx.used = {v for n in g.node for v in n.input if v} | {o.name for o in g.output}
     overrides = dict(input_shapes or {})
     for vi in g.input:
         if vi.name not in ctx.consts:

@@ -3,7 +3,9 @@
 A mapper ``(ctx, node, attrs) -> None`` reads the ONNX node (attributes already decoded) and
 emits graph IR nodes through ``ctx.emit`` (or records a folded constant). ONNX semantics are
 mapped exactly: pools default to stride 1, AveragePool to ``count_include_pad=0``, Gemm to
-``transB=0``, Softmax before opset 13 flattens to 2-D at ``axis`` (default 1). The tables of
+``transB=0``, Softmax before opset 13 flattens to 2-D at ``axis`` (default 1). Old model-zoo
+forms map onto arithmetic: BatchNormalization with ``spatial=0`` (per-activation statistics),
+ImageScaler and Mean. The tables of
 :mod:`.mappers_tensor`, :mod:`.mappers_extra` and :mod:`.mappers_extra_tensor` are merged into
 :data:`MAPPERS`, the importer's dispatch table.
 """
@@ -13,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from .importer import ImportContext
-from .mappers_extra import EXTRA_MAPPERS
+from .mappers_extra import EXTRA_MAPPERS, float_input
 from .mappers_extra_tensor import EXTRA_TENSOR_MAPPERS
 from .mappers_tensor import TENSOR_MAPPERS
 
@@ -108,17 +110,69 @@ def _global_pool(kind: str):
 
 
 def _batch_norm(ctx: ImportContext, node, attrs: dict) -> None:
+    # Before opset 14 the extra (statistics) outputs are what make the node training-mode: it
+    # normalises with the batch's statistics then, as ONNX Runtime does, used or not.
     if int(attrs.get("training_mode", 0)) or any(node.output[1:]):
         raise _unsupported(node, "training mode (extra outputs) is not supported")
-    if int(attrs.get("spatial", 1)) != 1:
-        raise _unsupported(node, "spatial=0 is not supported")
     what = ("scale", "bias", "mean", "var")
-    for name, w in zip(node.input[1:5], what, strict=True):
-        ctx.require_const(name, node, w)
-    ctx.emit(
-        "batch_norm", list(node.input[:5]), node.output[:1], node,
-        eps=float(attrs.get("epsilon", 1e-5)),
-    )  # fmt: skip
+    params = [ctx.require_const(v, node, w) for v, w in zip(node.input[1:5], what, strict=True)]
+    eps = float(attrs.get("epsilon", 1e-5))
+    if int(attrs.get("spatial", 1)) != 1:
+        _batch_norm_per_activation(ctx, node, params, eps)
+        return
+    ctx.emit("batch_norm", list(node.input[:5]), node.output[:1], node, eps=eps)
+
+
+def _batch_norm_per_activation(ctx: ImportContext, node, params, eps: float) -> None:
+    """``spatial=0`` (opsets 7 and 8): statistics per (c, d1, ...) element, as the constants
+    ``a = scale / sqrt(var + eps)`` and ``b = bias - mean * a`` of ``x * a + b``."""
+    x = node.input[0]
+    want = tuple(ctx.shape(x)[1:])
+    bad = [f"{w} {p.shape}" for w, p in zip(("scale", "bias", "mean", "var"), params, strict=True)
+           if tuple(p.shape) != want]  # fmt: skip
+    if bad:
+        raise ValueError(
+            f"BatchNormalization node {node.name!r}: spatial=0 needs scale, bias, mean and var "
+            f"of the input's shape past the batch, {want}; got {', '.join(bad)}"
+        )
+    scale, bias, mean, var = (p.astype(np.float64) for p in params)
+    a = scale / np.sqrt(var + eps)
+    names = [f"{node.output[0]}__bn_{k}" for k in ("a", "b", "xa")]
+    ctx.set_const(names[0], a.astype(np.float32))
+    ctx.set_const(names[1], (bias - mean * a).astype(np.float32))
+    ctx.emit("mul", [x, names[0]], [names[2]], node)
+    ctx.emit("add", [names[2], names[1]], node.output[:1], node)
+
+
+def _image_scaler(ctx: ImportContext, node, attrs: dict) -> None:
+    """ImageScaler (opsets 1-9, old model-zoo files): ``scale * x + bias[c]`` on (n, c, h, w)."""
+    shape = ctx.shape(node.input[0])
+    bias = np.asarray(attrs.get("bias", ()), np.float32)
+    if len(shape) != 4 or bias.size != shape[1]:
+        raise ValueError(
+            f"ImageScaler node {node.name!r}: needs a 4-D input and one bias per channel; got "
+            f"input {shape} and {bias.size} biases"
+        )
+    names = [f"{node.output[0]}__{k}" for k in ("scale", "bias", "scaled")]
+    ctx.set_const(names[0], np.array(float(attrs.get("scale", 1.0)), np.float32))
+    ctx.set_const(names[1], bias.reshape(1, -1, 1, 1))
+    ctx.emit("mul", [node.input[0], names[0]], [names[2]], node)
+    ctx.emit("add", [names[2], names[1]], node.output[:1], node)
+
+
+def _mean(ctx: ImportContext, node, attrs: dict) -> None:
+    """Mean: the element-wise sum of the (broadcast) inputs divided by their count."""
+    ins = [v for v in node.input if v]
+    if all(ctx.is_const(v) for v in ins):
+        vals = [ctx.const(v) for v in ins]
+        out = np.asarray(sum(vals[1:], vals[0]) / np.asarray(len(vals), vals[0].dtype))
+        ctx.set_const(node.output[0], out.astype(np.result_type(*vals)))
+        return
+    count, total = f"{node.output[0]}__count", f"{node.output[0]}__sum"
+    ctx.set_const(count, np.array(len(ins), np.float32))
+    ctx.emit("sum" if len(ins) > 1 else "identity", [float_input(ctx, v) for v in ins],
+             [total], node)  # fmt: skip
+    ctx.emit("div", [total, count], node.output[:1], node)
 
 
 def _unary(ir_op: str, **defaults):
@@ -171,6 +225,8 @@ MAPPERS = {
     "GlobalAveragePool": _global_pool("avg"),
     "GlobalMaxPool": _global_pool("max"),
     "BatchNormalization": _batch_norm,
+    "ImageScaler": _image_scaler,
+    "Mean": _mean,
     "Relu": _unary("relu"),
     "LeakyRelu": _unary("leaky_relu", alpha=0.01),
     "Sigmoid": _unary("sigmoid"),

@@ -3,13 +3,15 @@ Resize and Upsample.
 
 Each mapper reads the ONNX node in every attribute form its opsets 7 to 21 use (Pad's pads as
 an attribute before opset 11 and as an input after, Reduce* axes as an attribute or an input,
-Resize's scales/sizes/coordinate modes, Upsample's scales) and emits one graph IR node. Forms
-cnnperf does not compute (cubic Resize, antialiased downscaling, tf_crop_and_resize) raise
+Resize's scales/sizes/coordinate modes, Upsample's scales) and emits one graph IR node, except
+Gelu (opset 20), which becomes its formula in erf or tanh and arithmetic nodes. Forms cnnperf
+does not compute (cubic Resize, antialiased downscaling, tf_crop_and_resize) raise
 NotImplementedError naming the node.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -99,6 +101,35 @@ def _unary(ir_op: str, **defaults):
         ctx.emit(ir_op, [node.input[0]], node.output[:1], node, **a)
 
     return mapper
+
+
+def _gelu(ctx: ImportContext, node, attrs: dict) -> None:
+    """Gelu (opset 20) as the IR's element-wise ops (the IR has no gelu node):
+    ``x * (1 + erf(x / sqrt 2)) * 0.5``, or with ``approximate="tanh"``
+    ``x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x**3))) * 0.5``."""
+    approx = attrs.get("approximate", "none")
+    if approx not in ("none", "tanh"):
+        raise ValueError(f"Gelu node {node.name!r}: approximate={approx!r} is not 'none' or 'tanh'")
+    x, out = node.input[0], node.output[0]
+    names = (f"{out}__gelu{i}" for i in itertools.count())
+
+    def const(value: float) -> str:
+        name = next(names)
+        ctx.set_const(name, np.array(value, np.float32))
+        return name
+
+    def emit(op: str, a: str, b: str | None = None, to: str | None = None) -> str:
+        to = to or next(names)
+        ctx.emit(op, [a] if b is None else [a, b], [to], node)
+        return to
+
+    if approx == "none":
+        inner = emit("erf", emit("mul", x, const(1 / math.sqrt(2))))
+    else:
+        cube = emit("mul", emit("mul", x, x), x)
+        poly = emit("add", x, emit("mul", cube, const(0.044715)))
+        inner = emit("tanh", emit("mul", poly, const(math.sqrt(2 / math.pi))))
+    emit("mul", emit("mul", x, emit("add", inner, const(1.0))), const(0.5), to=out)
 
 
 def _prelu(ctx: ImportContext, node, attrs: dict) -> None:
@@ -330,6 +361,7 @@ EXTRA_MAPPERS = {
     "Selu": _unary("selu", alpha=_SELU_ALPHA, gamma=_SELU_GAMMA),
     "PRelu": _prelu,
     "Erf": _unary("erf"),
+    "Gelu": _gelu,
     "Sqrt": _unary("sqrt"),
     "Pow": _pow,
     "LogSoftmax": _softmax_like("log_softmax"),

@@ -3,7 +3,7 @@
 Every mapper here folds its node when all its inputs are constants (so PyTorch's exported
 ``Shape -> Gather -> Unsqueeze -> Concat -> Reshape`` chains become one constant shape) and
 emits a graph IR node otherwise. Slice and Gather run on activations too (their starts, ends,
-axes, steps and indices must be constants); Cast to non-float types and ConstantOfShape only
+axes, steps and indices must be constants); Cast to non-float types, ConstantOfShape and Range only
 fold: on run-time values they raise NotImplementedError.
 """
 
@@ -38,10 +38,37 @@ def _check_no_batch(node, *arrays) -> None:
             )
 
 
+def _legacy_axis(ctx: ImportContext, node, attrs: dict, b: str) -> str:
+    """``b`` aligned to ``a`` as opset < 7's ``broadcast=1, axis=k`` meant: b's dims match a's
+    from dim k on (multidirectional broadcasting matches trailing dims). Models stamped with a
+    later opset that keep these attributes come from old converters; ONNX Runtime rejects them."""
+    if not int(attrs.get("broadcast", 0)) or "axis" not in attrs:
+        return b
+    a_shape, b_shape = ctx.shape(node.input[0]), ctx.shape(b)
+    rank = len(a_shape)
+    axis = int(attrs["axis"]) % rank if -rank <= int(attrs["axis"]) < rank else None
+    if axis is None or axis + len(b_shape) > rank:
+        raise ValueError(
+            f"{node.op_type} node {node.name!r}: legacy broadcast axis {attrs['axis']} does not "
+            f"fit B of shape {b_shape} into A of shape {a_shape}"
+        )
+    trailing = rank - axis - len(b_shape)
+    if trailing == 0:
+        return b
+    if ctx.is_const(b):
+        aligned = f"{b}__axis{axis}_rank{rank}"
+        ctx.set_const(aligned, ctx.const(b).reshape(*b_shape, *([1] * trailing)))
+        return aligned
+    aligned = f"{node.output[0]}__aligned_b"
+    axes = tuple(range(len(b_shape), len(b_shape) + trailing))
+    ctx.emit("unsqueeze", [b], [aligned], node, axes=axes)
+    return aligned
+
+
 def _binary(ir_op: str, fn):
     def mapper(ctx: ImportContext, node, attrs: dict) -> None:
-        a, b = node.input[0], node.input[1]
-        if _all_const(ctx, node):
+        a, b = node.input[0], _legacy_axis(ctx, node, attrs, node.input[1])
+        if ctx.is_const(a) and ctx.is_const(b):
             x, y = ctx.const(a), ctx.const(b)
             _check_no_batch(node, x, y)
             out = fn(x, y)
@@ -168,7 +195,7 @@ def _identity(ir_op: str):
     def mapper(ctx: ImportContext, node, attrs: dict) -> None:
         x = node.input[0]
         if ir_op == "dropout":
-            if len(node.output) > 1 and node.output[1]:
+            if len(node.output) > 1 and ctx.is_used(node.output[1]):
                 raise _unsupported(node, "the mask output is not supported (inference only)")
             if ctx.opset >= 12 and len(node.input) > 2 and node.input[2]:
                 training = ctx.require_const(node.input[2], node, "training_mode")
@@ -279,6 +306,15 @@ def _slice(ctx: ImportContext, node, attrs: dict) -> None:
     )  # fmt: skip
 
 
+def _range(ctx, node, attrs, vals):
+    """Range (opset 11) on constants: ``arange(start, limit, delta)`` in the inputs' dtype."""
+    _check_no_batch(node, *vals)
+    start, limit, delta = (np.asarray(v).reshape(()) for v in vals)
+    if delta == 0:
+        raise ValueError(f"Range node {node.name!r}: delta must not be 0")
+    return np.arange(start, limit, delta, dtype=np.result_type(start, limit, delta))
+
+
 def _constant_of_shape(ctx, node, attrs, vals):
     import onnx
 
@@ -305,4 +341,5 @@ TENSOR_MAPPERS = {
     "Cast": _cast,
     "Slice": _slice,
     "ConstantOfShape": _fold_only(_constant_of_shape),
+    "Range": _fold_only(_range),
 }
