@@ -126,3 +126,17 @@ def test_same_padding_depthwise_keeps_nan_and_inf_local(k, stride, act):
     finite = np.isfinite(expected)
     assert finite.sum() > 0.8 * finite.size  # the non-finite values stayed local
     assert_rel_close(y[finite], expected[finite], 1e-5, f"k{k}/{act} finite part")
+
+
+@pytest.mark.parametrize("activation", ["hardswish", "hardsigmoid", "relu", "relu6", "silu", "elu"])
+def test_fused_activation_special_values_match_torch(activation):
+    # +-inf, the kinks at +-3 / 0 / 6, NaN: the fused value (and the sign of a zero) is PyTorch's
+    # (no -0.0 input: the sign of a zero convolution sum is the summation's, not the epilogue's)
+    v = np.array([-np.inf, -5.0, -3.0, 0.0, 3.0, 6.0, 7.0, np.inf, np.nan], np.float32)
+    x = v.reshape(1, 1, 1, -1)
+    y = ops.conv2d(x, np.ones((1, 1, 1, 1), np.float32), activation=activation)
+    fn = getattr(F, activation)
+    expected = fn(torch.from_numpy(v)).numpy()
+    # float32 values within an ulp (cnnperf rounds the float64 activation once), the rest exact
+    np.testing.assert_allclose(y.ravel(), expected, rtol=2e-7, atol=0)
+    np.testing.assert_array_equal(np.signbit(y.ravel()), np.signbit(expected))

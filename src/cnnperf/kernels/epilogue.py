@@ -78,7 +78,7 @@ def act_scalar(v, code, alpha):  # pragma: no cover - compiled
         return v * e / (1.0 + e)
     if code == ACT_HARDSWISH:
         if v <= -3:
-            return 0.0
+            return v * 0.0  # as x * relu6(x + 3) / 6: -0.0, and NaN at -inf (PyTorch's values)
         if v >= 3:
             return v
         return v * (v + 3.0) / 6.0
