@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from cases import CONV_CASES
 from conftest import assert_rel_close, to_torch
 
-from cnnperf import ops
+from cnnperf import ops, reference
 from cnnperf.ops.epilogue import FUSABLE_ACTIVATIONS
 
 CASES = [c for c in CONV_CASES if c.x[0] > 0]
@@ -38,7 +38,9 @@ def test_plan_snapshots_the_weight_and_accepts_other_batch_sizes():
     w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
     x = rng.standard_normal((5, 3, 7, 7)).astype(np.float32)
     plan = ops.plan_conv2d(w, input_shape=(1, 3, 7, 7), padding=1)
-    expected = ops.conv2d(x, w, padding=1, algo=plan.algorithm.name)  # the same arithmetic
+    # the same arithmetic: the algorithm auto picks at batch 5 (prepared lazily, from the
+    # plan's copy of the weight)
+    expected = ops.conv2d(x, w, padding=1, algo=plan.algorithm_for(5)[0].name)
     w[:] = 0  # changing the caller's array after planning does not reach the plan
     np.testing.assert_array_equal(plan(x), expected)
     assert plan(x[0]).shape == (4, 7, 7)  # unbatched
@@ -180,3 +182,24 @@ def test_out_must_not_overlap_the_input_or_the_residual():
     with pytest.raises(ValueError, match=r"Conv2dPlan: out must not overlap residual"):
         plan(x, residual=r, out=r)
     np.testing.assert_array_equal(plan(x, residual=x), 4 * x)  # the residual may be the input
+
+
+def test_auto_plan_chooses_again_for_another_batch_size():
+    # a few-channel stem: auto picks by batch size; the plan follows it, a forced one does not
+    from cnnperf.ops.conv import select_conv_algo
+
+    rng = np.random.default_rng(21)
+    w = rng.standard_normal((16, 3, 3, 3)).astype(np.float32)
+    plan = ops.plan_conv2d(w, input_shape=(1, 3, 32, 32), stride=2, padding=1)
+    forced = ops.plan_conv2d(w, input_shape=(1, 3, 32, 32), stride=2, padding=1, algo="im2col")
+    for n in (1, 8, 3, 8):
+        p = ops.conv_params((n, 3, 32, 32), w.shape, stride=2, padding=1)
+        algo, _ = plan.algorithm_for(n)
+        assert algo.name == select_conv_algo(p, "auto", np.float32, weight_prepared=True).name
+        assert forced.algorithm_for(n)[0].name == "im2col"
+        x = rng.standard_normal((n, 3, 32, 32)).astype(np.float32)
+        expected = reference.conv2d(x, w, stride=2, padding=1)
+        assert_rel_close(plan(x), expected, 1e-5, f"auto plan at batch {n}")
+        assert_rel_close(forced(x), expected, 1e-5, f"im2col plan at batch {n}")
+    names = {plan.algorithm_for(n)[0].name for n in (1, 8)}
+    assert len(names) == 2, names  # the stem's choice does change between batch 1 and 8

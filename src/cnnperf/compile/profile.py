@@ -183,7 +183,8 @@ def profile_model(
                 "input_shapes": in_shapes,
                 "output_shapes": out_shapes,
                 "const_inputs": [v in model.graph.initializers for v in node.inputs],
-                "algorithm": None if plan is None else plan.algorithm.name,
+                # the algorithm run at this batch size (an "auto" plan may choose per size)
+                "algorithm": None if plan is None else plan.algorithm_for(in_shapes[0][0])[0].name,
                 "time_s": t,
                 "share": t / total,
                 "gflops": gflops,

@@ -28,6 +28,10 @@ __all__ = ["Conv2dPlan", "plan_conv2d", "run_conv_into"]
 class Conv2dPlan:
     """``conv2d`` with fixed weight, bias, arguments and algorithm; call it with the input.
 
+    The algorithm is chosen for ``input_shape`` (``algo="auto"``: by the heuristic or the
+    tuning cache) and its weight prepared once. Called with another batch size, an "auto" plan
+    asks ``auto`` again for that size (:meth:`algorithm_for`).
+
     Example:
         >>> w = np.ones((2, 3, 3, 3), np.float32)
         >>> plan = plan_conv2d(w, input_shape=(1, 3, 8, 8), padding=1, activation="relu")
@@ -68,6 +72,26 @@ class Conv2dPlan:
         )
         self.weight = weight
         self.prepared = self.algorithm.prepare_weight(weight, self.params)
+        # "auto" plans choose again for another batch size (the best algorithm depends on it,
+        # e.g. depthwise and few-channel layers); each algorithm's weight is prepared once
+        self._auto = algo == "auto"
+        self._by_batch = {self.params.n: (self.algorithm, self.prepared)}
+        self._by_name = {self.algorithm.name: self.prepared}
+
+    def algorithm_for(self, n: int) -> tuple[ConvAlgorithm, object]:
+        """The algorithm and prepared weight this plan runs at batch size ``n``: the planned
+        ones, or for an ``algo="auto"`` plan, ``auto``'s choice at that batch size (chosen and
+        prepared on first use, then kept)."""
+        if n in self._by_batch:
+            return self._by_batch[n]
+        if not self._auto or n < 1:
+            return self.algorithm, self.prepared
+        p = dataclasses.replace(self.params, n=n)
+        algo = select_conv_algo(p, "auto", dtype=self.dtype, weight_prepared=True)
+        if algo.name not in self._by_name:
+            self._by_name[algo.name] = algo.prepare_weight(self.weight, p)
+        self._by_batch[n] = (algo, self._by_name[algo.name])
+        return self._by_batch[n]
 
     def __call__(
         self,
@@ -110,6 +134,7 @@ class Conv2dPlan:
             )
         if x4.shape[0] != p.n:
             p = dataclasses.replace(p, n=x4.shape[0])
+        algorithm, prepared = self.algorithm_for(p.n)
         shape = p.output_shape[1:] if unbatched else p.output_shape
         r4 = None
         if residual is not None:
@@ -117,7 +142,7 @@ class Conv2dPlan:
             r4 = np.ascontiguousarray(r4)
         epi = self.epilogue if r4 is None else NO_EPILOGUE
         if out is None:
-            y4 = run_conv(self.algorithm, x4, self.prepared, self.bias, p, epi)
+            y4 = run_conv(algorithm, x4, prepared, self.bias, p, epi)
         else:
             self._check_array(out, "out", shape, x4)
             if not out.flags.c_contiguous:
@@ -125,7 +150,7 @@ class Conv2dPlan:
             if residual is not None and np.may_share_memory(out, residual):
                 raise ValueError(f"{op}: out must not overlap residual")
             y4 = out.reshape(p.output_shape)  # a view: out is contiguous
-            run_conv_into(self.algorithm, x4, self.prepared, self.bias, p, epi, y4)
+            run_conv_into(algorithm, x4, prepared, self.bias, p, epi, y4)
         if r4 is not None:
             apply_residual_epilogue(y4, r4, self.epilogue)
         if out is not None:
