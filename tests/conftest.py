@@ -29,6 +29,7 @@ def pytest_configure(config):
     # Required oracles: an ImportError here stops the run instead of skipping comparisons.
     import onnx  # noqa: F401
     import onnxruntime  # noqa: F401
+    import onnxscript  # noqa: F401  (PyTorch's dynamo ONNX exporter)
     import torch
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))

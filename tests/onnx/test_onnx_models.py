@@ -5,7 +5,6 @@ and BatchNorm statistics; the full-size networks are checked in tests/bench/test
 
 from __future__ import annotations
 
-import importlib.util
 import io
 
 import numpy as np
@@ -16,7 +15,7 @@ import torch
 import cnnperf.onnx
 from cnnperf.bench.models import export_onnx, mobilenet_v2, resnet18
 
-EXPORTERS = ["legacy"] + (["dynamo"] if importlib.util.find_spec("onnxscript") else [])
+EXPORTERS = ["legacy", "dynamo"]  # PyTorch's two ONNX exporters (dynamo needs onnxscript)
 
 
 def _export(model: torch.nn.Module, size: int, exporter: str) -> bytes:

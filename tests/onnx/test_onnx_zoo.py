@@ -3,8 +3,8 @@ same bytes (batch 1 and 2, norm-relative error <= 1e-3):
 
 - eleven torchvision-layout CNNs (tests/onnx/zoo_models.py) exported by PyTorch's TorchScript
   exporter at opset 11 (without constant folding: the BatchNorms reach cnnperf) and opset 17
-  (ConvNeXt at 20 too: the Gelu op), and by the dynamo exporter when ``onnxscript`` is
-  installed (three of them: it takes seconds per model);
+  (ConvNeXt at 20 too: the Gelu op), and by the dynamo exporter (``onnxscript``, a test
+  requirement; three of them: it takes seconds per model);
 - a Keras CNN as tf2onnx writes it (NHWC input and Transposes, SAME_UPPER stride-2 convs, Relu6
   as Clip with min/max inputs, depthwise as grouped Conv, Mul/Add-folded BatchNorm, ReduceMean
   over NHWC axes, MatMul + Add, Reshape to [-1, C], Softmax) at opsets 11 to 21, written with
@@ -17,7 +17,6 @@ same bytes (batch 1 and 2, norm-relative error <= 1e-3):
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import warnings
 
@@ -31,7 +30,6 @@ from zoo_models import ZOO, build
 
 import cnnperf.onnx
 
-DYNAMO = importlib.util.find_spec("onnxscript") is not None
 DYNAMO_MODELS = ["shufflenet_v2", "unet", "convnext"]
 TOL = 1e-3
 
@@ -140,7 +138,6 @@ def test_torchscript_export_matches_onnxruntime(zoo, name, opset):
     compare(data, shape)
 
 
-@pytest.mark.skipif(not DYNAMO, reason="the dynamo exporter needs onnxscript")
 @pytest.mark.parametrize("name", DYNAMO_MODELS)
 def test_dynamo_export_matches_onnxruntime(zoo, name):
     model, shape = zoo(name)
