@@ -73,10 +73,26 @@ def test_custom_domain_is_unsupported():
         cnnperf.onnx.load(_model([node]))
 
 
-def test_unsupported_form_names_the_node():
+def test_maxpool_indices_nobody_reads_are_accepted():
     node = helper.make_node("MaxPool", ["x"], ["y", "idx"], name="mp", kernel_shape=[2, 2])
-    with pytest.raises(NotImplementedError, match="MaxPool node 'mp': the Indices output"):
-        cnnperf.onnx.load(_model([node]))
+    model = _model([node])
+    x = np.random.default_rng(3).standard_normal((2, 4, 5, 5)).astype(np.float32)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    compiled = cnnperf.onnx.load(model)
+    assert [n.op for n in compiled.graph.nodes] == ["max_pool2d"]
+    np.testing.assert_array_equal(compiled(x), sess.run(["y"], {"x": x})[0])
+
+
+def test_unsupported_form_names_the_node():
+    node = helper.make_node("MaxPool", ["x"], ["p", "idx"], name="mp", kernel_shape=[2, 2])
+    read = helper.make_node("Cast", ["idx"], ["fidx"], to=F)
+    add = helper.make_node("Add", ["p", "fidx"], ["y"])
+    with pytest.raises(NotImplementedError, match="MaxPool node 'mp': the Indices output 'idx' is"):
+        cnnperf.onnx.load(_model([node, read, add]))
+    graph_output = _model([node, helper.make_node("Relu", ["p"], ["y"])])
+    graph_output.graph.output.append(helper.make_tensor_value_info("idx", TensorProto.INT64, None))
+    with pytest.raises(NotImplementedError, match="MaxPool node 'mp': the Indices output 'idx' is"):
+        cnnperf.onnx.load(graph_output)
     w = numpy_helper.from_array(np.ones((2, 4, 3), np.float32), "w")
     conv = helper.make_node("Conv", ["x", "w"], ["y"], name="c1d")
     with pytest.raises(NotImplementedError, match="Conv node 'c1d': only 2-D"):
@@ -95,6 +111,9 @@ def test_unsupported_forms_listed_once_each():
         helper.make_node("MaxPool", ["x"], ["b", "ib"], name="mp2", kernel_shape=[3, 3]),
         helper.make_node("Resize", ["x", "", "sc"], ["c"], name="aa", mode="linear", antialias=1),
         helper.make_node("Concat", ["a", "b", "c"], ["y"], axis=1),
+        # the Indices are read: refused (an unread Indices output is accepted)
+        helper.make_node("Cast", ["ia"], ["fa"], to=F),
+        helper.make_node("Cast", ["ib"], ["fb"], to=F),
     ]
     sc = numpy_helper.from_array(np.array([1, 1, 0.5, 0.5], np.float32), "sc")
     with pytest.raises(NotImplementedError) as e:

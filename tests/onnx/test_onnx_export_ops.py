@@ -127,6 +127,27 @@ OP_CASES = [
     ("space_to_depth", {"blocksize": 2}, (3, 4, 6), []),
     ("depth_to_space", {"blocksize": 2, "mode": "DCR"}, (8, 2, 3), []),
     ("depth_to_space", {"blocksize": 2, "mode": "CRD"}, (8, 2, 3), []),
+    ("gelu", {"approximate": "none"}, (3, 4), []),
+    ("gelu", {"approximate": "tanh"}, (3, 4), []),
+    ("softplus", {}, (3, 4), []),
+    ("mish", {}, (3, 4), []),
+    ("abs", {}, (3, 4), []),
+    ("exp", {}, (3, 4), []),
+    ("log", {}, (3, 4), []),
+    ("neg", {}, (3, 4), []),
+    ("reciprocal", {}, (3, 4), []),
+    ("floor", {}, (3, 4), []),
+    ("ceil", {}, (3, 4), []),
+    ("reduce_max", {"axes": (1, 3), "keepdims": False}, (3, 4, 5), []),
+    ("reduce_min", {"axes": (2,), "keepdims": True}, (3, 4, 5), []),
+    ("reduce_l2", {"axes": (1, 2), "keepdims": True}, (3, 4, 5), []),
+    ("instance_norm", {"eps": 1e-3}, (3, 4, 5), [_x(3), _x(3)]),
+    ("expand", {"shape": (1, 3, 4, 5)}, (1, 4, 5), []),
+    ("equal", {}, (3, 4), ["x"]),
+    ("less", {}, (3, 4), [_x(4)]),
+    ("greater", {}, (3, 4), [_x(3, 1)]),
+    ("where", {}, (3, 4), [_x(4), _x(3, 1)]),
+    ("global_lp_pool", {"p": 3}, (3, 5, 4), []),
 ]  # fmt: skip
 
 
@@ -148,7 +169,7 @@ def test_one_op_graph_matches_the_executor(case, opset):
         return
     proto = cnnperf.onnx.save(g, io.BytesIO(), opset=opset)  # runs the full checker
     for n in (1, 3):
-        x = np.abs(_x(n, *shape)) if op == "sqrt" else _x(n, *shape)
+        x = np.abs(_x(n, *shape)) if op in ("sqrt", "log") else _x(n, *shape)
         want = compile_graph(g, passes=())(x)
         assert_rel_close(_session(proto).run(None, {"input": x})[0], want, 1e-5, op)
 
@@ -200,3 +221,58 @@ def test_a_resize_keeping_a_fixed_batch_exports_with_a_dynamic_one():
     got = sess.run(None, {"input": x})[0]
     assert got.shape == (3, 3, 8, 10)
     assert_rel_close(got[1:], compile_graph(g)(x[1:]), 1e-6, "resize")
+
+
+def _new_ops_graph() -> Graph:
+    """The ops added for GELU and the remaining common ONNX ops, chained, several outputs."""
+    nodes = [
+        Node("conv2d", ["x", "w"], ["c"], {"pads": (1, 1, 1, 1), "activation": "gelu"}, name="cv"),
+        Node("gelu", ["c"], ["g"], {"approximate": "tanh"}, name="g"),
+        Node("mish", ["g"], ["m"], name="m"),
+        Node("instance_norm", ["m", "s", "b"], ["n"], {"eps": 1e-4}, name="in"),
+        Node("softplus", ["n"], ["sp"], name="sp"),
+        Node("log", ["sp"], ["lg"], name="lg"),
+        Node("greater", ["n", "zero"], ["pos"], name="gt"),
+        Node("neg", ["n"], ["ng"], name="ng"),
+        Node("where", ["pos", "lg", "ng"], ["wh"], name="wh"),
+        Node("reduce_max", ["wh"], ["mx"], {"axes": (2, 3), "keepdims": True}, name="mx"),
+        Node("expand", ["mx"], ["ex"], {"shape": (1, 1, 5, 4)}, name="ex"),
+        Node("abs", ["ex"], ["ab"], name="ab"),
+        Node("exp", ["ng"], ["e"], name="e"),
+        Node("reciprocal", ["e"], ["r"], name="r"),
+        Node("floor", ["r"], ["fl"], name="fl"),
+        Node("ceil", ["wh"], ["ce"], name="ce"),
+        Node("equal", ["fl", "ce"], ["eq"], name="eq"),
+        Node("less", ["ab", "r"], ["ls"], name="ls"),
+        Node("reduce_min", ["ls"], ["mn"], {"axes": (1,), "keepdims": False}, name="mn"),
+        Node("reduce_l2", ["wh"], ["l2"], {"axes": (1, 3), "keepdims": False}, name="l2"),
+        Node("global_lp_pool", ["wh"], ["lp"], {"p": 2}, name="lp"),
+    ]
+    inits = {"w": _x(4, 3, 3, 3), "s": _x(4), "b": _x(4), "zero": np.zeros((), np.float32)}
+    return Graph(nodes, inits, {"x": (None, 3, 5, 4)}, ["ab", "eq", "mn", "l2", "lp"])
+
+
+@pytest.mark.parametrize("opset", [13, 17, 18, 20, 21])
+def test_new_ops_round_trip_through_onnx(opset):
+    """Executor == ONNX Runtime on the saved file == cnnperf on the file loaded back; Gelu and
+    Mish as one node from the opsets that have them (20, 18), their formulas before; the
+    formula is fused back into one gelu (the conv's activation) by the default passes."""
+    g = _new_ops_graph()
+    proto = cnnperf.onnx.save(g, io.BytesIO(), opset=opset)
+    onnx_ops = [n.op_type for n in proto.graph.node]
+    assert ("Gelu" in onnx_ops) == (opset >= 20) and ("Mish" in onnx_ops) == (opset >= 18)
+    data = proto.SerializeToString()
+    back, unfused = cnnperf.onnx.load(data), cnnperf.onnx.load(data, passes=())
+    assert [n.op for n in unfused.graph.nodes].count("gelu") == (2 if opset >= 20 else 0)
+    assert [n.attrs.get("activation") for n in back.graph.nodes][0] == "gelu"
+    assert [n.op for n in back.graph.nodes].count("gelu") == 1
+    assert "erf" not in [n.op for n in back.graph.nodes]
+    executor, sess = compile_graph(g, passes=()), _session(proto)
+    for n in (1, 3):
+        x = _x(n, 3, 5, 4)
+        want = executor.run({"x": x})
+        got_ort = sess.run(None, {"input": x})
+        got_back = back.run({"input": x})
+        for i, name in enumerate(g.outputs):
+            assert_rel_close(got_ort[i], want[name], 1e-5, f"ORT {name}")
+            assert_rel_close(got_back[f"output_{i}"], want[name], 1e-5, f"reloaded {name}")

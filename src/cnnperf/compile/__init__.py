@@ -27,6 +27,7 @@ from .passes import (
     eliminate_identity,
     fold_batchnorm,
     fuse_conv_activation,
+    fuse_gelu_pattern,
     fuse_residual_add,
 )
 from .profile import format_profile
@@ -49,6 +50,7 @@ __all__ = [
     "fold_batchnorm",
     "fuse_conv_activation",
     "fuse_residual_add",
+    "fuse_gelu_pattern",
     "DEFAULT_PASSES",
 ]
 

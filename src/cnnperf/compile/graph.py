@@ -97,10 +97,40 @@ OPS: dict[str, tuple[str, ...]] = {
     "space_to_depth": ("blocksize",),
     # mode: "DCR" (depth-column-row, ONNX's default) or "CRD" (PyTorch's pixel_shuffle)
     "depth_to_space": ("blocksize", "mode"),
+    # x * Phi(x): approximate "none" (erf) or "tanh" (ops.gelu's two forms)
+    "gelu": ("approximate",),
+    # log(1 + exp(x)); mish: x * tanh(softplus(x))
+    "softplus": (),
+    "mish": (),
+    "abs": (),
+    "exp": (),
+    "log": (),
+    "neg": (),
+    "reciprocal": (),
+    "floor": (),
+    "ceil": (),
+    # as reduce_mean; reduce_l2: sqrt(sum(x**2))
+    "reduce_max": ("axes", "keepdims"),
+    "reduce_min": ("axes", "keepdims"),
+    "reduce_l2": ("axes", "keepdims"),
+    # inputs (x, scale, bias): per (n, c) statistics over dims 2.., scale and bias of shape (c,)
+    "instance_norm": ("eps",),
+    # shape: the target shape, broadcast with x's (numpy rules; a 1 keeps x's dimension)
+    "expand": ("shape",),
+    # Boolean values are float32 masks (1.0 true, 0.0 false): comparisons write them, where
+    # reads inputs (cond, x, y) and takes x where cond != 0
+    "equal": (),
+    "less": (),
+    "greater": (),
+    "where": (),
+    # (sum over dims 2.. of |x|**p) ** (1/p), keeping them as 1s
+    "global_lp_pool": ("p",),
 }
 
 # Element-wise activations a conv can apply as it writes its output (see passes).
-ACTIVATION_OPS = ("relu", "leaky_relu", "clip", "sigmoid", "tanh", "hardsigmoid", "hardswish")
+ACTIVATION_OPS = (
+    "relu", "leaky_relu", "clip", "sigmoid", "tanh", "hardsigmoid", "hardswish", "gelu",
+)  # fmt: skip
 
 
 @dataclasses.dataclass

@@ -5,6 +5,8 @@
 - :func:`fuse_residual_add`: let a conv add a residual (and apply the activation after the
   add) as it writes: ``relu(conv(x) + r)`` becomes one conv node.
 - :func:`fuse_conv_activation`: let a conv apply the activation that follows it as it writes.
+- :func:`fuse_gelu_pattern`: GELU spelled in erf or tanh and arithmetic (as exporters write
+  it) becomes one ``gelu`` node, which a conv before it can then carry as its activation.
 
 A rewrite only happens where the intermediate value has no other reader and is not a graph
 output, so the graph computes the same outputs (up to float32 rounding for the BN fold).
@@ -20,6 +22,8 @@ Example:
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .graph import Graph, Node
@@ -31,6 +35,7 @@ __all__ = [
     "fold_batchnorm",
     "fuse_residual_add",
     "fuse_conv_activation",
+    "fuse_gelu_pattern",
     "DEFAULT_PASSES",
 ]
 
@@ -202,4 +207,168 @@ def fuse_residual_add(graph: Graph) -> Graph:
     return g.validate()
 
 
-DEFAULT_PASSES = (eliminate_identity, fold_batchnorm, fuse_residual_add, fuse_conv_activation)
+_SQRT2, _SQRT_2_OVER_PI, _GELU_TANH_C = math.sqrt(2.0), math.sqrt(2.0 / math.pi), 0.044715
+
+
+def _const_is(g: Graph, name: str, value: float) -> bool:
+    """Whether ``name`` is a one-element initializer equal to ``value`` up to float32 rounding."""
+    a = g.initializers.get(name)
+    if a is None or a.size != 1 or a.dtype.kind != "f":
+        return False
+    return abs(float(a.reshape(())) - value) <= 1e-6 * abs(value)
+
+
+def _other(node: Node, value: str) -> str | None:
+    """The other input of a two-input node that reads ``value`` once, else None."""
+    if len(node.inputs) != 2 or node.inputs.count(value) != 1:
+        return None
+    return node.inputs[1] if node.inputs[0] == value else node.inputs[0]
+
+
+class _GeluMatch:
+    """Walks one candidate ``1 + gate`` add back to x and forward to the product's root."""
+
+    def __init__(self, g: Graph, uses: dict, producers: dict) -> None:
+        self.g, self.uses, self.producers = g, uses, producers
+        self.nodes: list[Node] = []
+
+    def private(self, value: str, reader: Node) -> Node | None:
+        """The producer of ``value`` if ``reader`` alone reads it and it is no graph output."""
+        if _single_private_use(self.g, value, self.uses) is not reader:
+            return None
+        node = self.producers.get(value)
+        if node is not None:
+            self.nodes.append(node)
+        return node
+
+    def const_operand(self, node: Node | None, op: str, value: float) -> str | None:
+        """For ``node = op(v, c)`` (either order for mul) with c == value: v, else None."""
+        if node is None or node.op != op or len(node.inputs) != 2:
+            return None
+        a, b = node.inputs
+        if _const_is(self.g, b, value):
+            return a
+        return b if op == "mul" and _const_is(self.g, a, value) else None
+
+    def x_of_erf(self, gate: Node) -> str | None:
+        arg = self.private(gate.inputs[0], gate)
+        return self.const_operand(arg, "div", _SQRT2) or self.const_operand(arg, "mul", 1 / _SQRT2)
+
+    def x_of_tanh(self, gate: Node) -> str | None:
+        scaled = self.private(gate.inputs[0], gate)
+        poly_value = self.const_operand(scaled, "mul", _SQRT_2_OVER_PI)
+        poly = None if poly_value is None else self.private(poly_value, scaled)
+        if poly is None or poly.op != "add" or len(poly.inputs) != 2:
+            return None
+        for x, t in (poly.inputs, poly.inputs[::-1]):
+            term = self.producers.get(t)
+            cube_value = self.const_operand(term, "mul", _GELU_TANH_C)
+            if cube_value is None or _single_private_use(self.g, t, self.uses) is not poly:
+                continue
+            cube = self.producers.get(cube_value)
+            if _single_private_use(self.g, cube_value, self.uses) is not term or cube is None:
+                continue
+            if self.is_cube(cube, x):
+                self.nodes += [term, cube]
+                return x
+        return None
+
+    def is_cube(self, cube: Node, x: str) -> bool:
+        if cube.op == "pow":
+            return cube.inputs[0] == x and _const_is(self.g, cube.inputs[1], 3.0)
+        sq_value = _other(cube, x) if cube.op == "mul" else None
+        sq = self.producers.get(sq_value) if sq_value else None
+        if sq is None or sq.op != "mul" or sq.inputs != [x, x]:
+            return False
+        if _single_private_use(self.g, sq_value, self.uses) is not cube:
+            return False
+        self.nodes.append(sq)
+        return True
+
+    def root(self, add: Node, x: str) -> Node | None:
+        """The last mul of ``x * 0.5 * add`` (any association and operand order)."""
+        p = add.outputs[0]
+        m1 = _single_private_use(self.g, p, self.uses)
+        other = _other(m1, p) if m1 is not None and m1.op == "mul" else None
+        if other is None:
+            return None
+        if other == x or _const_is(self.g, other, 0.5):  # (x * p) * 0.5 or (p * 0.5) * x
+            m2 = _single_private_use(self.g, m1.outputs[0], self.uses)
+            last = _other(m2, m1.outputs[0]) if m2 is not None and m2.op == "mul" else None
+            if last is None or not (_const_is(self.g, last, 0.5) if other == x else last == x):
+                return None
+            self.nodes.append(m1)
+            return m2
+        half = self.producers.get(other)  # p * (x * 0.5)
+        if self.const_operand(half, "mul", 0.5) != x:
+            return None
+        if _single_private_use(self.g, other, self.uses) is not m1:
+            return None
+        self.nodes.append(half)
+        return m1
+
+
+def fuse_gelu_pattern(graph: Graph) -> Graph:
+    """Replace GELU spelled in element-wise ops by one ``gelu`` node.
+
+    Recognised: ``x * 0.5 * (1 + erf(x / sqrt 2))`` with ``x / 1.4142135`` or
+    ``x * 0.70710677``, and ``x * 0.5 * (1 + tanh(0.7978846 * (x + 0.044715 * x^3)))`` with
+    ``x^3`` as ``x * (x * x)``, ``(x * x) * x`` or ``pow(x, 3)``; the product in any order and
+    association (PyTorch's exporter: ``(x * (1 + erf)) * 0.5``; cnnperf's: ``(x * 0.5) *
+    (1 + erf)``), adds and muls with their operands either way round. Constants must be
+    one-element initializers equal to these values up to float32 rounding. Only where every
+    intermediate value is read by the pattern alone and is no graph output, and the result
+    has x's shape (a constant must not broadcast it).
+
+    Example:
+        >>> c = {k: np.array(v, np.float32) for k, v in
+        ...      {"r2": 2**0.5, "one": 1.0, "half": 0.5}.items()}
+        >>> g = Graph(nodes=[Node("div", ["x", "r2"], ["a"]), Node("erf", ["a"], ["e"]),
+        ...     Node("add", ["e", "one"], ["p"]), Node("mul", ["x", "p"], ["q"]),
+        ...     Node("mul", ["q", "half"], ["y"])], initializers=c,
+        ...     inputs={"x": (None, 3)}, outputs=["y"])
+        >>> [(n.op, n.inputs, n.outputs, n.attrs) for n in fuse_gelu_pattern(g).nodes]
+        [('gelu', ['x'], ['y'], {'approximate': 'none'})]
+    """
+    g = graph.copy()
+    uses, producers, shapes = g.consumers(), g.producers(), infer_shapes(g)
+    drop: set[int] = set()
+    replace: dict[int, Node] = {}
+    for add in list(g.nodes):
+        if add.op != "add" or len(add.inputs) != 2 or id(add) in drop:
+            continue
+        for gate_value, one in (add.inputs, add.inputs[::-1]):
+            gate = producers.get(gate_value)
+            if (
+                not _const_is(g, one, 1.0)
+                or gate is None
+                or gate.op not in ("erf", "tanh")
+                or _single_private_use(g, gate_value, uses) is not add
+            ):
+                continue
+            m = _GeluMatch(g, uses, producers)
+            x = m.x_of_erf(gate) if gate.op == "erf" else m.x_of_tanh(gate)
+            root = None if x is None else m.root(add, x)
+            matched = [*m.nodes, gate, add]
+            if (
+                root is None
+                or shapes.get(root.outputs[0]) != shapes.get(x)
+                or any(id(n) in drop or id(n) in replace for n in [*matched, root])
+            ):
+                continue
+            approximate = "none" if gate.op == "erf" else "tanh"
+            replace[id(root)] = Node("gelu", [x], list(root.outputs),
+                                     {"approximate": approximate}, name=root.name)  # fmt: skip
+            drop.update(id(n) for n in matched)
+            break
+    g.nodes = [replace.get(id(n), n) for n in g.nodes if id(n) not in drop]
+    return g.remove_unused().validate()
+
+
+DEFAULT_PASSES = (
+    eliminate_identity,
+    fuse_gelu_pattern,
+    fold_batchnorm,
+    fuse_residual_add,
+    fuse_conv_activation,
+)

@@ -5,7 +5,8 @@ per-model work once (a conv's plan and prepared weight, a gemm's transposed weig
 ``(fn, args)``: at run time ``fn(*values_of(args))`` returns the node's outputs as a tuple.
 Where ``ops`` covers an IR form the kernel calls it; the few forms ``ops`` does not cover (ONNX
 pooling with asymmetric or large pads, HardSigmoid with other slopes) are NumPy glue here. The
-builders of the ops beyond the CNN core live in :mod:`.runtime_extra` and are merged in.
+builders of the ops beyond the CNN core live in :mod:`.runtime_extra` and
+:mod:`.runtime_math` and are merged in.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 from .. import ops
 from .graph import Graph, Node
 from .runtime_extra import EXTRA_BUILDERS
+from .runtime_math import MATH_BUILDERS
 from .shapes import pool_output_size, reshape_shape
 
 __all__ = ["build_kernel", "pool2d_numpy", "activation_of"]
@@ -29,6 +31,9 @@ def activation_of(node: Node):
     a = node.attrs
     if node.op in ("relu", "sigmoid", "tanh", "hardswish"):
         return node.op
+    if node.op == "gelu":
+        approximate = a.get("approximate", "none")
+        return {"none": "gelu", "tanh": "gelu_tanh"}.get(approximate)
     if node.op == "leaky_relu":
         return ("leaky_relu", float(a.get("alpha", 0.01)))
     if node.op == "hardsigmoid":
@@ -318,6 +323,7 @@ _BUILDERS: dict[str, Callable[[Node, Graph, dict], Kernel]] = {
     "identity": _simple(lambda a, x: x),
     "dropout": _simple(lambda a, x: x),
     **EXTRA_BUILDERS,
+    **MATH_BUILDERS,
 }
 
 

@@ -186,7 +186,8 @@ def _reduce(kind: str):
         axes = tuple(a["axes"]) or None
         keep = bool(a.get("keepdims", True))
         reduce = np.mean if kind == "mean" else np.sum
-        return reduce(x, axis=axes, keepdims=keep, dtype=np.float64).astype(x.dtype)
+        # np.asarray: a reduction over every axis is a NumPy scalar, the graph's values arrays
+        return np.asarray(reduce(x, axis=axes, keepdims=keep, dtype=np.float64).astype(x.dtype))
 
     return _simple(fn)
 

@@ -263,6 +263,15 @@ def _depth_to_space(node: Node, s: list[Shape]) -> list[Shape]:
     return [(n, c // (b * b), h * b, w * b)]
 
 
+def _expand(node: Node, s: list[Shape]) -> list[Shape]:
+    try:
+        return [broadcast_shapes(s[0], tuple(node.attrs["shape"]))]
+    except ValueError:
+        raise ValueError(
+            f"expand {node.name!r}: input {s[0]} does not broadcast to {tuple(node.attrs['shape'])}"
+        ) from None
+
+
 def _none_times(d, r: int):
     return None if d is None else d * r
 
@@ -274,6 +283,10 @@ def _same(node: Node, s: list[Shape]) -> list[Shape]:
 def _broadcast(node: Node, s: list[Shape]) -> list[Shape]:
     return [broadcast_shapes(*s)]
 
+
+_BROADCASTING = ("add", "sub", "mul", "div", "pow", "sum", "maximum", "minimum", "equal", "less",
+                 "greater", "where")  # fmt: skip
+_REDUCING = ("reduce_mean", "reduce_sum", "reduce_max", "reduce_min", "reduce_l2")
 
 _RULES = {
     "conv2d": _conv,
@@ -291,10 +304,9 @@ _RULES = {
     "transpose": lambda n, s: [tuple(s[0][p] for p in n.attrs["perm"])],
     "squeeze": _squeeze,
     "unsqueeze": _unsqueeze,
-    **{op: _broadcast for op in ("add", "sub", "mul", "div", "pow", "sum", "maximum", "minimum")},
+    **{op: _broadcast for op in _BROADCASTING},
     "conv_transpose2d": _conv_transpose,
-    "reduce_mean": _reduce,
-    "reduce_sum": _reduce,
+    **{op: _reduce for op in _REDUCING},
     "pad": lambda n, s: [
         tuple(
             None if d is None else d + b + a
@@ -310,6 +322,8 @@ _RULES = {
     ],
     "space_to_depth": _space_to_depth,
     "depth_to_space": _depth_to_space,
+    "expand": _expand,
+    "global_lp_pool": lambda n, s: [(*s[0][:2], *(1,) * (len(s[0]) - 2))],
 }
 
 

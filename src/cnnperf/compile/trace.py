@@ -15,8 +15,8 @@ grad, so the autograd tape records exactly the operations that depend on the inp
   operation of :mod:`cnnperf.autograd.functional` and of the Tensor methods that inference can
   use has a mapping (:data:`TAPE_OPS`): arithmetic, ``matmul``, ``pow``, ``sum``/``mean``,
   reshape/flatten, permute/transpose, ``cat``, indexing, the layers (conv, transposed conv,
-  linear, pools, batch norm, pad) and the activations. GELU becomes
-  ``x/2 * (1 + erf(x / sqrt 2))`` (or its tanh form) in IR ops.
+  linear, pools, batch norm, pad) and the activations. GELU becomes one ``gelu`` node (its
+  ``approximate`` form kept).
 - A Tensor that does not depend on the input (a parameter, a constant, or a value computed
   from them in a forward) becomes a constant initializer, named after the parameter if it is
   one.
@@ -316,7 +316,7 @@ def trace(model: Module, input_shape: Sequence[int | None]) -> Graph:
         >>> from cnnperf import nn
         >>> g = trace(nn.Sequential(nn.Linear(4, 2), nn.Dropout(), nn.GELU()), (None, 4))
         >>> [n.op for n in g.nodes]
-        ['gemm', 'mul', 'erf', 'mul', 'add', 'mul']
+        ['gemm', 'gelu']
     """
     shape = tuple(input_shape)
     if not shape or any(d is not None and (not isinstance(d, (int, np.integer)) or d < 1)

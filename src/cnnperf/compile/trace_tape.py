@@ -5,7 +5,6 @@ tape operation (:data:`TAPE_OPS`), each emitting graph IR nodes through the trac
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -111,22 +110,11 @@ def _batch_stats_norm(tr: _Tracer, base: str, x: str, xt: Tensor, w: Tensor | No
 
 
 def _gelu(tr: _Tracer, base: str, x: str, approximate: str) -> str:
-    """``x/2 * (1 + erf(x / sqrt 2))``, or ``x/2 * (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``."""
-
-    def c(v: float, what: str) -> str:
-        return tr.const(v, f"{base}.{what}")
-
-    if approximate == "tanh":
-        cube = tr.emit("mul", [tr.emit("mul", [x, x], base + ".square"), x], base + ".cube")
-        inner = tr.emit("add", [x, tr.emit("mul", [cube, c(0.044715, "c")], base)], base)
-        inner = tr.emit("mul", [inner, c(math.sqrt(2 / math.pi), "k")], base)
-        gate = tr.emit("tanh", [inner], base + ".tanh")
-    elif approximate == "none":
-        gate = tr.emit("erf", [tr.emit("mul", [x, c(math.sqrt(0.5), "k")], base)], base + ".erf")
-    else:
+    """One ``gelu`` node: ``x/2 * (1 + erf(x / sqrt 2))``, or with ``approximate="tanh"``
+    ``x/2 * (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``."""
+    if approximate not in ("none", "tanh"):
         raise tr.unsupported(f"gelu with approximate={approximate!r}")
-    half = tr.emit("mul", [x, c(0.5, "half")], base + ".half")
-    return tr.emit("mul", [half, tr.emit("add", [gate, c(1.0, "one")], base)], base)
+    return tr.emit("gelu", [x], base, approximate=approximate)
 
 
 # -- tape operations ----------------------------------------------------------------------------

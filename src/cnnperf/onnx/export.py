@@ -5,7 +5,8 @@ IR exported before any optimisation pass: Conv, BatchNormalization, Relu, ... as
 compile ``Graph`` is exported as it is, and a ``CompiledModel`` as its (optimised) graph: a conv
 carrying a fused activation becomes Conv followed by the activation's node(s), a folded
 BatchNormalization is already part of the conv's weights. The per-op emitters live in
-:mod:`cnnperf.onnx.export_ops` (network ops) and :mod:`cnnperf.onnx.export_ops_tensor`.
+:mod:`cnnperf.onnx.export_ops` (network ops), :mod:`cnnperf.onnx.export_ops_tensor` and
+:mod:`cnnperf.onnx.export_ops_math`.
 
 The file uses only the default ``ai.onnx`` domain at the chosen opset (13 to 21), float32
 initializers, float32 inputs and outputs with static shapes but for a symbolic batch ``"N"``,
@@ -28,13 +29,14 @@ from ..compile.graph import Graph
 from ..compile.shapes import infer_shapes
 from ..compile.trace import trace
 from .export_ops import NETWORK_EXPORTERS, ExportContext
+from .export_ops_math import MATH_EXPORTERS
 from .export_ops_tensor import TENSOR_EXPORTERS
 from .importer import require_onnx
 
 __all__ = ["save", "export_model", "EXPORTERS", "MIN_OPSET", "MAX_OPSET", "MAX_BYTES"]
 
 #: IR op -> emitter (see :mod:`cnnperf.onnx.export_ops`); an IR op missing here cannot be saved.
-EXPORTERS = {**NETWORK_EXPORTERS, **TENSOR_EXPORTERS}
+EXPORTERS = {**NETWORK_EXPORTERS, **TENSOR_EXPORTERS, **MATH_EXPORTERS}
 
 MIN_OPSET, MAX_OPSET = 13, 21
 #: protobuf's limit on one serialized message (external tensor data is not written).

@@ -6,8 +6,9 @@ mapped exactly: pools default to stride 1, AveragePool to ``count_include_pad=0`
 ``transB=0``, Softmax before opset 13 flattens to 2-D at ``axis`` (default 1). Old model-zoo
 forms map onto arithmetic: BatchNormalization with ``spatial=0`` (per-activation statistics),
 ImageScaler and Mean. The tables of
-:mod:`.mappers_tensor`, :mod:`.mappers_extra` and :mod:`.mappers_extra_tensor` are merged into
-:data:`MAPPERS`, the importer's dispatch table.
+:mod:`.mappers_tensor`, :mod:`.mappers_extra`, :mod:`.mappers_extra_tensor` and
+:mod:`.mappers_more` are merged into :data:`MAPPERS`, the importer's dispatch table. MaxPool's
+Indices output is accepted while no node reads it and it is no graph output.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 from .importer import ImportContext
 from .mappers_extra import EXTRA_MAPPERS, float_input
 from .mappers_extra_tensor import EXTRA_TENSOR_MAPPERS
+from .mappers_more import MORE_MAPPERS
 from .mappers_tensor import TENSOR_MAPPERS
 
 __all__ = ["MAPPERS", "onnx_pads"]
@@ -83,8 +85,13 @@ def _conv(ctx: ImportContext, node, attrs: dict) -> None:
 def _pool(kind: str):
     def mapper(ctx: ImportContext, node, attrs: dict) -> None:
         hw = _spatial_2d(ctx, node)
-        if len(node.output) > 1 and node.output[1]:
-            raise _unsupported(node, "the Indices output is not supported")
+        # MaxPool's optional Indices output (int64 positions) is fine while nothing reads it.
+        if len(node.output) > 1 and ctx.is_used(node.output[1]):
+            raise _unsupported(
+                node,
+                f"the Indices output {node.output[1]!r} is read (by a node or as a graph "
+                "output); it is not supported",
+            )
         kernel = tuple(int(k) for k in attrs["kernel_shape"])
         strides = tuple(attrs.get("strides", (1, 1)))
         dil = tuple(attrs.get("dilations", (1, 1)))
@@ -240,4 +247,5 @@ MAPPERS = {
     **TENSOR_MAPPERS,
     **EXTRA_MAPPERS,
     **EXTRA_TENSOR_MAPPERS,
+    **MORE_MAPPERS,
 }

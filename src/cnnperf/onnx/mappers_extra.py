@@ -3,15 +3,13 @@ Resize and Upsample.
 
 Each mapper reads the ONNX node in every attribute form its opsets 7 to 21 use (Pad's pads as
 an attribute before opset 11 and as an input after, Reduce* axes as an attribute or an input,
-Resize's scales/sizes/coordinate modes, Upsample's scales) and emits one graph IR node, except
-Gelu (opset 20), which becomes its formula in erf or tanh and arithmetic nodes. Forms cnnperf
-does not compute (cubic Resize, antialiased downscaling, tf_crop_and_resize) raise
-NotImplementedError naming the node.
+Resize's scales/sizes/coordinate modes, Upsample's scales) and emits one graph IR node (Gelu,
+opset 20, is the IR's ``gelu``). Forms cnnperf does not compute (cubic Resize, antialiased
+downscaling, tf_crop_and_resize) raise NotImplementedError naming the node.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import numpy as np
@@ -19,7 +17,7 @@ import numpy as np
 from ..compile.shapes import broadcast_shapes
 from .importer import BATCH, ImportContext
 
-__all__ = ["EXTRA_MAPPERS", "float_input"]
+__all__ = ["EXTRA_MAPPERS", "float_input", "reduce_mapper"]
 
 _SELU_ALPHA, _SELU_GAMMA = 1.67326319217681884765625, 1.05070102214813232421875
 
@@ -104,32 +102,11 @@ def _unary(ir_op: str, **defaults):
 
 
 def _gelu(ctx: ImportContext, node, attrs: dict) -> None:
-    """Gelu (opset 20) as the IR's element-wise ops (the IR has no gelu node):
-    ``x * (1 + erf(x / sqrt 2)) * 0.5``, or with ``approximate="tanh"``
-    ``x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x**3))) * 0.5``."""
+    """Gelu (opset 20): one IR ``gelu`` node, ``approximate`` "none" (erf) or "tanh"."""
     approx = attrs.get("approximate", "none")
     if approx not in ("none", "tanh"):
         raise ValueError(f"Gelu node {node.name!r}: approximate={approx!r} is not 'none' or 'tanh'")
-    x, out = node.input[0], node.output[0]
-    names = (f"{out}__gelu{i}" for i in itertools.count())
-
-    def const(value: float) -> str:
-        name = next(names)
-        ctx.set_const(name, np.array(value, np.float32))
-        return name
-
-    def emit(op: str, a: str, b: str | None = None, to: str | None = None) -> str:
-        to = to or next(names)
-        ctx.emit(op, [a] if b is None else [a, b], [to], node)
-        return to
-
-    if approx == "none":
-        inner = emit("erf", emit("mul", x, const(1 / math.sqrt(2))))
-    else:
-        cube = emit("mul", emit("mul", x, x), x)
-        poly = emit("add", x, emit("mul", cube, const(0.044715)))
-        inner = emit("tanh", emit("mul", poly, const(math.sqrt(2 / math.pi))))
-    emit("mul", emit("mul", x, emit("add", inner, const(1.0))), const(0.5), to=out)
+    ctx.emit("gelu", [node.input[0]], node.output[:1], node, approximate=approx)
 
 
 def _prelu(ctx: ImportContext, node, attrs: dict) -> None:
@@ -211,7 +188,15 @@ def _layer_norm(ctx: ImportContext, node, attrs: dict) -> None:
     )  # fmt: skip
 
 
-def _reduce(ir_op: str, axes_input_from: int):
+_FOLDS = {"reduce_mean": np.mean, "reduce_sum": np.sum}
+
+
+def reduce_mapper(ir_op: str, axes_input_from: int, fold=None):
+    """The mapper of an ONNX Reduce* op: axes an attribute before opset ``axes_input_from``
+    and an optional input from it on (``noop_with_empty_axes``); constants are folded with
+    ``fold(v, axis=, keepdims=)`` (default: np.mean / np.sum for reduce_mean / reduce_sum)."""
+    fold = fold or _FOLDS[ir_op]
+
     def mapper(ctx: ImportContext, node, attrs: dict) -> None:
         x = node.input[0]
         rank = len(ctx.shape(x))
@@ -231,9 +216,8 @@ def _reduce(ir_op: str, axes_input_from: int):
             raise ValueError(f"{node.op_type} node {node.name!r}: axes {bad} for rank {rank}")
         axes = tuple(sorted({int(a) % rank for a in axes}))
         if ctx.is_const(x):
-            fn = np.mean if ir_op == "reduce_mean" else np.sum
             v = ctx.const(x)
-            ctx.set_const(node.output[0], fn(v, axis=axes, keepdims=keep).astype(v.dtype))
+            ctx.set_const(node.output[0], np.asarray(fold(v, axis=axes, keepdims=keep), v.dtype))
             return
         ctx.emit(ir_op, [x], node.output[:1], node, axes=axes, keepdims=keep)
 
@@ -370,8 +354,8 @@ EXTRA_MAPPERS = {
     "Min": _variadic("minimum", np.minimum),
     "LRN": _lrn,
     "LayerNormalization": _layer_norm,
-    "ReduceMean": _reduce("reduce_mean", axes_input_from=18),
-    "ReduceSum": _reduce("reduce_sum", axes_input_from=13),
+    "ReduceMean": reduce_mapper("reduce_mean", axes_input_from=18),
+    "ReduceSum": reduce_mapper("reduce_sum", axes_input_from=13),
     "Pad": _pad,
     "Resize": _resize,
     "Upsample": _resize,

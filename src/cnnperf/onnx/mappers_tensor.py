@@ -3,8 +3,9 @@
 Every mapper here folds its node when all its inputs are constants (so PyTorch's exported
 ``Shape -> Gather -> Unsqueeze -> Concat -> Reshape`` chains become one constant shape) and
 emits a graph IR node otherwise. Slice and Gather run on activations too (their starts, ends,
-axes, steps and indices must be constants); Cast to non-float types, ConstantOfShape and Range only
-fold: on run-time values they raise NotImplementedError.
+axes, steps and indices must be constants); Cast to types other than float32 and bool (a float32
+mask at run time), ConstantOfShape and Range only fold: on run-time values they raise
+NotImplementedError.
 """
 
 from __future__ import annotations
@@ -264,6 +265,12 @@ def _cast(ctx: ImportContext, node, attrs: dict) -> None:
         ctx.set_const(node.output[0], ctx.const(x).astype(to))
     elif to == np.float32:
         ctx.emit("identity", [x], node.output[:1], node)
+    elif to == np.bool_:
+        # Booleans at run time are float32 masks (graph.OPS): x != 0 (NaN too) becomes 1.0.
+        one, zero = f"{node.output[0]}__one", f"{node.output[0]}__zero"
+        ctx.set_const(one, np.array(1.0, np.float32))
+        ctx.set_const(zero, np.array(0.0, np.float32))
+        ctx.emit("where", [x, one, zero], node.output[:1], node)
     else:
         raise _unsupported(node, f"casting run-time values to {to} is not supported")
 
