@@ -113,6 +113,44 @@ def test_cross_entropy_class_indices_like_torch(shape, case, dtype, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_plain_cross_entropy_equals_the_general_path_bit_for_bit(reduction, dtype, rng):
+    # Class indices without weights or smoothing take a short path; class weights of exactly
+    # 1 take the general one through the same arithmetic: identical bits, non-finite logits
+    # included, and both match torch.
+    from cnnperf import ops
+
+    x = randn(rng, (9, 5), dtype) * 4
+    x[2, 1], x[4, 3], x[6] = np.inf, -np.inf, np.nan
+    t = rng.integers(0, 5, 9)
+    ones = np.ones(5, dtype)
+    with np.errstate(all="ignore"):
+        for up in (1.0, np.asarray(0.5, dtype)):
+            fast = ops.cross_entropy(x, t, reduction=reduction)
+            general = ops.cross_entropy(x, t, ones, reduction=reduction)
+            np.testing.assert_array_equal(fast, general)
+            g_fast = ops.cross_entropy_backward(up, x, t, reduction=reduction)
+            g_general = ops.cross_entropy_backward(up, x, t, ones, reduction=reduction)
+            np.testing.assert_array_equal(g_fast, g_general)
+            assert fast.dtype == g_fast.dtype == dtype
+    x = randn(rng, (9, 5), dtype)
+    check_parity(
+        lambda z: F.cross_entropy(z, t, reduction=reduction),
+        lambda z: TF.cross_entropy(z, torch.from_numpy(t), reduction=reduction),
+        [x],
+        TOL[dtype],
+    )
+    # an ignored target inside the class range takes the general path: its sample drops out
+    t[3] = 2
+    kept = np.arange(9) != 3
+    np.testing.assert_allclose(
+        ops.cross_entropy(x, t, ignore_index=2, reduction="sum"),
+        ops.cross_entropy(x[kept & (t != 2)], t[kept & (t != 2)], reduction="sum"),
+        rtol=1e-6,
+    )
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_cross_entropy_probability_targets_like_torch(dtype, rng):
     a = randn(rng, (5, 4), dtype)
     p = np.exp(randn(rng, (5, 4), dtype))

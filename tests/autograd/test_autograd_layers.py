@@ -72,6 +72,33 @@ def test_conv2d_gradients_only_where_asked(rng):
     )
 
 
+def test_conv2d_skips_the_input_gradient_when_the_input_needs_none(rng, monkeypatch):
+    # A first layer's input is data: the backward pass is asked for the weight's and bias's
+    # gradients only (need_input_grad=False), and they still match PyTorch's.
+    asked = []
+    real = ops.conv2d_backward
+
+    def spy(*args, **kwargs):
+        asked.append(kwargs["need_input_grad"])
+        gx, gw, gb = real(*args, **kwargs)
+        assert (gx is None) == (not kwargs["need_input_grad"])
+        return gx, gw, gb
+
+    monkeypatch.setattr(ops, "conv2d_backward", spy)
+    x, w1 = randn(rng, (3, 2, 9, 8), np.float32), randn(rng, (4, 2, 3, 3), np.float32)
+    b, w2 = randn(rng, (4,), np.float32), randn(rng, (3, 4, 3, 3), np.float32)
+    for flags in ([False, True, True, True], [True, True, False, True]):
+        check_parity(
+            lambda x, w1, b, w2: F.conv2d(F.relu(F.conv2d(x, w1, b, padding=1)), w2, stride=2),
+            lambda x, w1, b, w2: TF.conv2d(TF.relu(TF.conv2d(x, w1, b, padding=1)), w2, stride=2),
+            [x, w1, b, w2],
+            TOL[np.float32],
+            requires_grad=flags,
+        )
+    # the second convolution's input (the first one's output) always needs its gradient
+    assert asked == [True, False, True, True]
+
+
 CONV_T_CASES = [
     (
         "stride2_outpad",

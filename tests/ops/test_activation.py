@@ -143,6 +143,29 @@ def test_zero_dim_returns_array():
     assert float(A.softmax(x)) == 1.0
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_kernels_on_views_and_special_values(dtype, rng):
+    # relu and relu_backward run one-pass kernels on flat copies of non-contiguous inputs:
+    # max(x, 0) with NaN kept, and g where x > 0, NaN where x is NaN, a selected 0 elsewhere
+    # (an infinite or NaN g must not leak through x <= 0).
+    base = rng.standard_normal((6, 5, 7)).astype(dtype)
+    base.reshape(-1)[:6] = [np.nan, np.inf, -np.inf, 0.0, -0.0, 3.0]
+    x = base.transpose(2, 0, 1)[:, ::2]  # a strided view
+    g = rng.standard_normal(x.shape).astype(dtype)
+    g.reshape(-1)[:4] = [np.inf, np.nan, -np.inf, np.nan]
+    gt = np.ascontiguousarray(np.swapaxes(g, 1, 2)).swapaxes(1, 2)  # non-contiguous, same values
+    assert not x.flags.c_contiguous and not gt.flags.c_contiguous
+    y, gx = A.relu(x), A.relu_backward(gt, x)
+    assert y.dtype == gx.dtype == dtype and y.shape == gx.shape == x.shape
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_array_equal(y, np.where(np.isnan(x), x, np.maximum(x, 0)))
+        expected = np.where(np.isnan(x), np.nan, np.where(x > 0, g, 0))
+    np.testing.assert_array_equal(gx, expected)
+    t_gx = _torch_fwd_bwd(F.relu, np.ascontiguousarray(x), g)[1]
+    finite = ~np.isnan(x)
+    np.testing.assert_array_equal(gx[finite], t_gx[finite])
+
+
 # ----------------------------------------------------------------------------------------------
 # PReLU
 # ----------------------------------------------------------------------------------------------

@@ -303,6 +303,55 @@ def test_max_pools_ties_and_signed_zeros_match_torch(kwargs, rng):
     np.testing.assert_array_equal(idx, tidx)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(2, 3, 9, 11), (1, 2, 8, 8), (3, 1, 2, 5)])
+def test_max_pool2d_2x2_stride2_matches_torch_on_special_values(shape, dtype, rng):
+    """2x2 stride-2 pools inside the input take their own loop: values, indices (ties, ±0,
+    NaN, -inf) and gradients exactly as PyTorch, with odd sizes leaving a row/column out."""
+    values = np.array([0.0, -0.0, 1.0, -1.0, np.nan, -np.inf, np.inf, 2.5], dtype)
+    x = rng.choice(values, size=shape, p=[0.2, 0.2, 0.15, 0.15, 0.05, 0.1, 0.05, 0.1])
+    x.reshape(-1)[:8] = values  # every special value at least once
+    for kwargs in (dict(kernel_size=2), dict(kernel_size=2, stride=2, padding=0, dilation=1)):
+        y, idx = max_pool2d(x, return_indices=True, **kwargs)
+        g = _grad_like(y.shape, rng).astype(dtype)
+        xt = to_torch(x, requires_grad=True)
+        yt, it = F.max_pool2d(xt, return_indices=True, **kwargs)
+        yt.backward(torch.from_numpy(g))
+        assert y.dtype == dtype
+        np.testing.assert_array_equal(y, yt.detach().numpy())
+        np.testing.assert_array_equal(np.signbit(y), np.signbit(yt.detach().numpy()))
+        np.testing.assert_array_equal(idx, it.numpy())
+        np.testing.assert_array_equal(max_pool2d(x, **kwargs), y)  # the path without indices
+        gx = max_pool2d_backward(g, x, **kwargs)
+        np.testing.assert_array_equal(gx, xt.grad.numpy())
+        np.testing.assert_array_equal(max_pool2d_backward(g, x, indices=idx, **kwargs), gx)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_global_average_pool_backward_matches_torch(dtype, rng):
+    """Global average pools (adaptive to 1x1, or a kernel the size of the input) broadcast
+    each plane's share instead of running the window kernel: same values as PyTorch, and the
+    share rounded once from grad / (h*w)."""
+    x = rng.standard_normal((3, 4, 5, 7)).astype(dtype)
+    g = rng.standard_normal((3, 4, 1, 1)).astype(dtype)
+    g[0, 0] = -0.0
+    xt = to_torch(x, requires_grad=True)
+    F.adaptive_avg_pool2d(xt, 1).backward(torch.from_numpy(g))
+    expected = np.broadcast_to((g.astype(np.float64) / 35).astype(dtype), x.shape)
+    for gx in (
+        adaptive_avg_pool2d_backward(g, x, 1),
+        adaptive_avg_pool2d_backward(g, x, (1, 1)),
+        avg_pool2d_backward(g, x, (5, 7)),
+    ):
+        assert gx.dtype == dtype and gx.shape == x.shape and gx.flags.writeable
+        np.testing.assert_array_equal(gx, expected)
+        assert_rel_close(gx, xt.grad.numpy(), TOL, "global average pool backward")
+    np.testing.assert_array_equal(avg_pool2d_backward(g[1], x[1], (5, 7)), expected[1])
+    # not global (a window per row): the window kernel, same per-element shares
+    gx = adaptive_avg_pool2d_backward(np.repeat(g, 5, axis=2), x, (5, 1))
+    np.testing.assert_allclose(gx * 7, np.broadcast_to(g, x.shape), rtol=1e-6)
+
+
 def test_max_pool2d_window_without_taps_matches_torch(rng):
     # kernel 2, dilation 5, padding 1 on 4 rows: the only window's taps are rows -1 and 4, both
     # outside; PyTorch returns -inf with the out-of-plane index 20 (and its backward writes out

@@ -89,7 +89,11 @@ def conv2d(
     y = ops.conv2d(xd, wd, _data(b), **args)
 
     def backward(g):
-        gx, gw, gb = ops.conv2d_backward(g, xd, wd, bias=b is not None, **args)
+        # An input that needs no gradient (data into a first layer) skips the transposed
+        # convolution: half of the backward pass.
+        gx, gw, gb = ops.conv2d_backward(
+            g, xd, wd, bias=b is not None, need_input_grad=x.requires_grad, **args
+        )
         return _needed((gx, x), (gw, w), (gb, b))
 
     return record(y, (x, w, b), backward, op)

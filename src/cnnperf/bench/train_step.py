@@ -316,10 +316,25 @@ _TIMED_OPS = (
 @contextlib.contextmanager
 def _timing_ops(totals: dict[str, float]) -> Iterator[None]:
     """Time every call of the ``cnnperf.ops`` functions the step uses (autograd looks them up
-    on the module at each call), keyed by function and weight shape; restored on exit."""
-    from .. import ops
+    on the module at each call), keyed by function and weight shape, and the optimizers'
+    ``step`` and ``zero_grad`` (keyed ``SGD.step``, ``zero_grad``); restored on exit."""
+    from .. import ops, optim
 
     saved = {name: getattr(ops, name) for name in _TIMED_OPS}
+    classes = (optim.SGD, optim.Adam, optim.AdamW)
+    methods = [(cls, "step", f"{cls.__name__}.step") for cls in classes if "step" in vars(cls)]
+    methods.append((optim.Optimizer, "zero_grad", "zero_grad"))
+    saved_methods = [(cls, attr, vars(cls)[attr]) for cls, attr, _ in methods]
+
+    def timed_method(key: str, fn: Callable) -> Callable:
+        def call(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                totals[key] += time.perf_counter() - t0
+
+        return call
 
     def timed(name: str, fn: Callable) -> Callable:
         def call(*args, **kwargs):
@@ -338,16 +353,21 @@ def _timing_ops(totals: dict[str, float]) -> Iterator[None]:
     try:
         for name, fn in saved.items():
             setattr(ops, name, timed(name, fn))
+        for cls, attr, key in methods:
+            setattr(cls, attr, timed_method(key, getattr(cls, attr)))
         yield
     finally:
         for name, fn in saved.items():
             setattr(ops, name, fn)
+        for cls, attr, fn in saved_methods:
+            setattr(cls, attr, fn)
 
 
 def step_breakdown(step: Callable[[], Any], rounds: int = 20) -> dict[str, Any]:
     """Where one cnnperf training step spends its time: mean ms per step of each
-    ``cnnperf.ops`` call (by operator and weight shape), and the rest (autograd bookkeeping,
-    the optimizer) as ``other``; after 2 warm-up steps.
+    ``cnnperf.ops`` call (by operator and weight shape), of the optimizer's ``step`` and
+    ``zero_grad``, and the rest (autograd bookkeeping, modules) as ``other``; after 2 warm-up
+    steps.
 
     Example:
         >>> from cnnperf import nn, optim
@@ -357,7 +377,7 @@ def step_breakdown(step: Callable[[], Any], rounds: int = 20) -> dict[str, Any]:
         ...                                             np.zeros((4, 2), np.float32)).backward()
         ...     opt.step()
         >>> sorted(step_breakdown(step, rounds=2)["ops_ms"])
-        ['linear(2, 3)', 'linear_backward(2, 3)']
+        ['SGD.step', 'linear(2, 3)', 'linear_backward(2, 3)', 'zero_grad']
     """
     for _ in range(2):
         step()
@@ -430,7 +450,7 @@ def format_train_report(run: TrainBenchRun, detail: bool = False) -> str:
         lines += ["", f"cnnperf step breakdown (mean ms per step over {b['rounds']} steps):"]
         for name, ms in b["ops_ms"].items():
             lines.append(f"  {name:<32}{ms:>8.3f}  {100 * ms / b['step_ms']:>4.0f}%")
-        lines.append(f"  {'other (autograd, optimizer)':<32}{b['other_ms']:>8.3f}"
+        lines.append(f"  {'other (autograd, modules)':<32}{b['other_ms']:>8.3f}"
                      f"  {100 * b['other_ms'] / b['step_ms']:>4.0f}%")  # fmt: skip
         lines.append(f"  {'total':<32}{b['step_ms']:>8.3f}")
     if run.notes:

@@ -85,7 +85,12 @@ def relu(x: np.ndarray) -> np.ndarray:
         [0.0, 0.0, 2.0]
     """
     x = _input(x, "relu")
-    return _array(np.maximum(x, 0))
+    from ..kernels.elementwise import relu_fwd
+
+    x = np.asarray(x, order="C")  # (not ascontiguousarray: it makes 0-d arrays 1-d)
+    out = np.empty(x.shape, dtype=x.dtype)
+    relu_fwd(x.reshape(-1), out.reshape(-1))
+    return out
 
 
 def relu_backward(grad_out: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -96,7 +101,13 @@ def relu_backward(grad_out: np.ndarray, x: np.ndarray) -> np.ndarray:
         [0.0, 0.0, 1.0]
     """
     g, x = _grad_and_input(grad_out, x, "relu_backward")
-    return _nan_where_nan(x, np.where(x > 0, g, 0))
+    from ..kernels.elementwise import relu_grad
+
+    g = np.asarray(g, order="C")  # (not ascontiguousarray: it makes 0-d arrays 1-d)
+    x = np.asarray(x, order="C")
+    out = np.empty(x.shape, dtype=x.dtype)
+    relu_grad(g.reshape(-1), x.reshape(-1), out.reshape(-1))
+    return out
 
 
 def leaky_relu(x: np.ndarray, negative_slope: float = 0.01) -> np.ndarray:
