@@ -18,7 +18,7 @@ from cnnperf.ops.conv import CONV_ALGOS, conv2d, conv_params, select_conv_algo
 from cnnperf.ops.conv_algos import ConvAlgorithm
 from cnnperf.shapes import ConvParams
 
-DENSE = ConvParams(1, 4, 8, 8, 4, 3, 3, pt=1, pb=1, pl=1, pr=1)  # heuristic: im2col
+DENSE = ConvParams(1, 5, 8, 8, 4, 3, 3, pt=1, pb=1, pl=1, pr=1)  # heuristic: im2col
 DEPTHWISE = ConvParams(1, 4, 8, 8, 4, 3, 3, pt=1, pb=1, pl=1, pr=1, g=4)  # heuristic: direct
 
 
@@ -156,16 +156,16 @@ def test_cache_is_per_dtype():
 
 
 def test_tuning_off_never_writes(cache_file):
-    x = np.ones((1, 4, 8, 8), np.float32)
-    conv2d(x, np.ones((4, 4, 3, 3), np.float32), padding=1)
+    x = np.ones((1, 5, 8, 8), np.float32)
+    conv2d(x, np.ones((4, 5, 3, 3), np.float32), padding=1)
     assert not cache_file.exists()
     assert autotune.get_cache().entries() == {}
 
 
 @pytest.mark.parametrize("how", ["env", "context", "call"])
 def test_tuning_a_cache_miss_times_every_algorithm_and_stores(how, monkeypatch, cache_file, rng):
-    x = rng.standard_normal((1, 4, 8, 8)).astype(np.float32)
-    w = rng.standard_normal((4, 4, 3, 3)).astype(np.float32)
+    x = rng.standard_normal((1, 5, 8, 8)).astype(np.float32)
+    w = rng.standard_normal((4, 5, 3, 3)).astype(np.float32)
     if how == "env":
         monkeypatch.setenv("CNNPERF_TUNE", "1")
         y = conv2d(x, w, padding=1)
@@ -211,7 +211,7 @@ def test_bad_tune_environment_value(monkeypatch):
 def test_tuning_skips_and_records_algorithms_that_fail(monkeypatch, cache_file):
     for algo in (Unsupported(), Broken(), Wrong(), FailsLater()):
         monkeypatch.setitem(CONV_ALGOS, algo.name, algo)
-    r = autotune.tune_conv2d((1, 4, 8, 8), (4, 4, 3, 3), padding=1, rounds=2)
+    r = autotune.tune_conv2d((1, 5, 8, 8), (4, 5, 3, 3), padding=1, rounds=2)
     assert r.skipped == {"unsupported": "only for tests"}
     assert r.failed["broken"] == "RuntimeError: boom"
     assert r.failed["wrong"].startswith("output differs from 'im2col' by 1.0e+00")

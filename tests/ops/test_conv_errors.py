@@ -141,6 +141,7 @@ def test_algorithm_that_does_not_cover_a_case_raises_not_implemented(monkeypatch
         (ConvParams(8, 3, 224, 224, 64, 7, 7, 2, 2, 3, 3, 3, 3), "im2col"),
         (ConvParams(8, 3, 224, 224, 32, 3, 3, 2, 2, 1, 1, 1, 1), "direct"),  # MobileNet stem
         (ConvParams(1, 3, 224, 224, 32, 3, 3, 2, 2, 1, 1, 1, 1), "im2col"),
+        (ConvParams(1, 3, 224, 224, 64, 3, 3, 1, 1, 1, 1, 1, 1), "direct"),  # VGG conv1_1
         (ConvParams(64, 1, 28, 28, 6, 5, 5), "direct"),  # LeNet conv1 at batch 64
         (ConvParams(64, 6, 12, 12, 16, 5, 5), "direct"),  # LeNet conv2
         (ConvParams(8, 3, 32, 32, 64, 5, 5, pt=2, pb=2, pl=2, pr=2), "im2col"),

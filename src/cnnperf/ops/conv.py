@@ -146,12 +146,14 @@ def _heuristic(p: ConvParams, weight_prepared: bool = False) -> ConvAlgorithm:
     # (144x56x56 at batch 1 and 8, 32x112x112), 1.9x on 960x7x7 and 1.3x at stride 2.
     if p.is_depthwise:
         return CONV_ALGOS["direct"]
-    # First layers on RGB input (<= 4 channels per group, kernels up to 3x3) at batch >= 4: the
-    # direct kernel shares each input load among four output channels, while im2col's GEMM has
-    # a reduction of only c_in*9 <= 36. Measured (min of interleaved rounds, 2 threads):
-    # 3->32 3x3/2 on 224x224 at batch 8 3.1 ms vs im2col 3.6, 3->64 3x3/1 18.4 vs 21.7; at
-    # batch 1 im2col won (0.41 vs 0.47, 2.9 vs 3.2). 7x7 and 11x11 stems: im2col (2-4x).
-    if p.c_in // p.g <= 4 and p.kh * p.kw <= 9 and p.n >= 4:
+    # First layers on RGB input (<= 4 channels per group, kernels up to 3x3) at batch >= 4, or
+    # at stride 1: the direct kernel shares each input load among four output channels, while
+    # im2col's GEMM has a reduction of only c_in*9 <= 36. Measured (min of interleaved rounds,
+    # 2 threads): 3->32 3x3/2 on 224x224 at batch 8 3.1 ms vs im2col 3.6, 3->64 3x3/1 18.4 vs
+    # 21.7; at batch 1, stride 2 im2col wins (0.45 vs 0.55), stride 1 direct (3->64 on 224x224
+    # 2.5 vs 3.3, 3->32 on 112x112 0.32 vs 0.38; `cnnperf bench` medians, since the direct
+    # kernel's stride-phase rewrite). 7x7 and 11x11 stems: im2col (2-4x).
+    if p.c_in // p.g <= 4 and p.kh * p.kw <= 9 and (p.n >= 4 or (p.sh, p.sw) == (1, 1)):
         return CONV_ALGOS["direct"]
     # Few channels in and out, many images (LeNet-size layers): im2col pays a lowering, an sgemm
     # and an epilogue per image for little work each. At batch 64 (min of interleaved rounds,
