@@ -60,6 +60,13 @@ CONV_CASES = [
         dict(stride=2, padding=((1, 0), (1, 2)), groups=3),
     ),
     ConvCase("dilation2", (1, 3, 12, 10), (4, 3, 3, 3), dict(padding=2, dilation=2)),
+    # row stride 2, column stride 1, column dilation 2 on 2 channels (the direct weight gradient)
+    ConvCase(
+        "rows_s2_dil_cols2",
+        (2, 2, 9, 8),
+        (3, 2, 3, 3),
+        dict(stride=(2, 1), padding=1, dilation=(1, 2)),
+    ),
     ConvCase("dilation_2x3", (2, 2, 11, 12), (3, 2, 2, 3), dict(dilation=(2, 3), padding=(1, 0))),
     ConvCase("asym_padding", (2, 3, 6, 7), (2, 3, 3, 3), dict(padding=((1, 2), (0, 3)))),
     ConvCase("same_even_kernel", (1, 3, 8, 7), (4, 3, 4, 4), dict(padding="same")),

@@ -32,7 +32,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["im2col_batch", "col2im_batch"]
+from . import FASTMATH
+
+__all__ = ["im2col_batch", "col2im_batch", "grad_weight_direct"]
 
 
 @njit(cache=True, error_model="numpy")
@@ -155,3 +157,55 @@ def col2im_batch(dcols, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, gx):  # pragma: 
                         for q in range(n_in):
                             uq = np.uint64(q)
                             gf[d0 + uq * usw] += df[s0 + uq]
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH, error_model="numpy")
+def grad_weight_direct(xp, gy, kh, kw, sh, dh, dw, g, part):  # pragma: no cover - compiled
+    """Weight gradient of a column-stride-1 convolution without lowering:
+    ``part[r, o, ic, i, j] = sum over run r's images b, rows y, columns x of
+    gy[b, o, y, x] * xp[b, gi*cg + ic, y*sh + i*dh, x + j*dw]`` (gi: o's group).
+
+    For first layers (few input channels: LeNet's 1->6 5x5), whose lowered columns
+    (c_in*kh*kw x n*oh*ow) cost more to write than the GEMM saves: each tap's input rows are
+    read once for all of the group's output channels, accumulated in ``ow``-wide vectors over
+    the rows, and reduced once per image and tap.
+
+    Args:
+        xp: zero-padded input (n, c_in, hp, wp), contiguous.
+        gy: output gradient (n, c_out, oh, ow), contiguous.
+        kh, kw, sh, dh, dw: kernel, row stride, dilation (column stride 1).
+        g: groups.
+        part: (runs, c_out, c_in/g, kh, kw) zeros; run r adds its images' sums (callers sum
+            over runs: the result does not depend on the thread count).
+    """
+    n, c_in, hp, wp = xp.shape
+    c_out, oh, ow = gy.shape[1], gy.shape[2], gy.shape[3]
+    cg = c_in // g
+    cog = c_out // g
+    runs = part.shape[0]
+    for rn in prange(runs):
+        accv = np.empty((cog, ow), dtype=gy.dtype)
+        dst = part[rn]
+        for b in range(rn * n // runs, (rn + 1) * n // runs):
+            for gi in range(g):
+                for ic in range(cg):
+                    c = gi * cg + ic
+                    for i in range(kh):
+                        for j in range(kw):
+                            for o in range(cog):
+                                a = accv[o]
+                                for q in range(ow):
+                                    a[q] = 0.0
+                            for y in range(oh):
+                                xr = xp[b, c, y * sh + i * dh, j * dw : j * dw + ow]
+                                for o in range(cog):
+                                    gr = gy[b, gi * cog + o, y]
+                                    a = accv[o]
+                                    for q in range(ow):
+                                        a[q] += gr[q] * xr[q]
+                            for o in range(cog):
+                                a = accv[o]
+                                s = 0.0
+                                for q in range(ow):
+                                    s += a[q]
+                                dst[gi * cog + o, ic, i, j] += s
