@@ -180,12 +180,17 @@ def _demo(epochs: int, quick: bool, batch: int, rounds: int, torch: Any, out) ->
                 f"{r['images_per_s']:,.0f} img/s  {r['time_s']:.1f} s"
             )
 
+        from ..training.prewarm import start_prewarm, stop_prewarm
+
+        helper = start_prewarm()  # a first run: the kernels compile in a second process too
         try:
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                 result = run.train(on_epoch=on_epoch)
         except NonFiniteLossError as e:
             say(f"ERROR: {e}")
             return 1
+        finally:
+            stop_prewarm(helper)
     model = result.model.eval()
     last = result.history[-1]
     train_s = sum(r["time_s"] for r in result.history)

@@ -282,7 +282,10 @@ def _train(args, t_start: float, out, err) -> int:
     bar.epochs, bar.batches = config.epochs, len(run.loader)
     if run.start < config.epochs:
         bar.start(run.start, "starting; the first run compiles cnnperf's kernels (once)")
-    try:
+    from ..training.prewarm import start_prewarm, stop_prewarm
+
+    helper = start_prewarm() if run.start < config.epochs else None  # a first run: compile
+    try:  # the kernels in a second process too (cnnperf.training.prewarm)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # NaN is caught below
             result = run.train(on_batch=bar.update, on_epoch=on_epoch)
     except NonFiniteLossError as e:
@@ -302,6 +305,7 @@ def _train(args, t_start: float, out, err) -> int:
         return EXIT_NON_FINITE
     finally:
         bar.close()
+        stop_prewarm(helper)
     if args.save_model:
         summary = {k: v for k, v in summary_json(result, 0.0, None).items() if k != "history"}
         save_model(
