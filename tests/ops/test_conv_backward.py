@@ -15,7 +15,7 @@ from conftest import assert_rel_close, to_torch
 
 import cnnperf
 from cnnperf import ops, reference
-from cnnperf.ops import conv as conv_ops
+from cnnperf.ops import conv_backward as conv_ops
 
 TORCH_TOL = 1e-4  # relative to max |torch|, as in test_conv.py
 REFERENCE_TOL = 1e-5  # float32 against the float64 reference, relative to max |reference|
