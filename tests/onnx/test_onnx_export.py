@@ -19,7 +19,7 @@ from conftest import assert_rel_close
 
 import cnnperf.compile
 import cnnperf.onnx
-from cnnperf import nn
+from cnnperf import _atomic, nn
 from cnnperf.autograd import functional as F
 from cnnperf.compile import OPS, Graph, Node
 from cnnperf.onnx import export
@@ -260,7 +260,7 @@ def test_file_like_target_and_atomic_write_to_a_path(tmp_path, monkeypatch):
         f.write(data[:10])
         raise OSError("disk full")
 
-    monkeypatch.setattr(export, "_write_all", failing_write)
+    monkeypatch.setattr(_atomic, "_write_all", failing_write)
     with pytest.raises(OSError, match="disk full"):
         cnnperf.onnx.save(nn.Tanh(), path, (1, 4))
     assert os.listdir(tmp_path) == ["model.onnx"] and path.read_bytes() == buf.getvalue()

@@ -11,13 +11,12 @@ import numpy as np
 import pytest
 import safetensors.numpy
 
-from cnnperf import nn, optim
+from cnnperf import _atomic, nn, optim
 from cnnperf.autograd import default_generator, manual_seed
 from cnnperf.optim import lr_scheduler
 from cnnperf.training import (
     FORMAT_VERSION,
     CheckpointError,
-    _atomic,
     _format,
     load_checkpoint,
     read_checkpoint,

@@ -15,14 +15,13 @@ and passes ``onnx.checker.check_model(model, full_check=True)`` before it is wri
 
 from __future__ import annotations
 
-import contextlib
 import os
-import secrets
 from collections.abc import Sequence
 from typing import Any, BinaryIO
 
 import numpy as np
 
+from .._atomic import atomic_write_bytes
 from .._version import __version__
 from ..compile.executor import CompiledModel
 from ..compile.graph import Graph
@@ -107,7 +106,7 @@ def save(
     if hasattr(path, "write"):
         path.write(data)
     else:
-        _atomic_write(path, data)
+        atomic_write_bytes(path, data)
     return proto
 
 
@@ -313,33 +312,3 @@ def _check_batch_free(graph: Graph) -> None:
             "follow the input's first dimension): export it with dynamic_batch=False and its "
             "own batch size"
         )
-
-
-def _write_all(f: BinaryIO, data: bytes) -> None:
-    """Write ``data`` to ``f`` (a function of its own so tests can simulate a failing disk)."""
-    f.write(data)
-
-
-def _atomic_write(path: str | os.PathLike, data: bytes) -> None:
-    """Replace ``path`` by ``data``: a temporary file beside it, fsync, ``os.replace``; on
-    failure the temporary file is removed and ``path`` is left as it was."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            _write_all(f, data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # make the rename durable where directories open
-        dir_fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)

@@ -26,7 +26,6 @@ import hashlib
 import json
 import os
 import platform
-import tempfile
 import threading
 import warnings
 from pathlib import Path
@@ -34,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import config
+from .._atomic import atomic_write_bytes
 from .._version import __version__
 from ..shapes import ConvParams
 
@@ -162,18 +162,8 @@ def _dir_lock(directory: Path):
 
 
 def _atomic_write_json(path: Path, data) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    text = json.dumps(data, indent=1, sort_keys=True) + "\n"
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 class TuneCache:

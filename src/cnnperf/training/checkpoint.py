@@ -49,12 +49,12 @@ from typing import Any
 
 import numpy as np
 
+from .._atomic import atomic_write_bytes
 from .._version import __version__
 from ..autograd.random_state import default_generator
 from ..autograd.tensor import Tensor
 from ..nn.module import Module
 from ..optim.optimizer import Optimizer
-from ._atomic import atomic_write_bytes
 from ._checks import model_problems, optimizer_problems, param_info, scheduler_problems
 from ._format import (
     FORMAT_NAME,

@@ -36,11 +36,11 @@ from typing import Any
 
 import numpy as np
 
+from .._atomic import atomic_write_bytes
 from .._version import __version__
 from ..autograd.grad_mode import no_grad
 from ..data.transforms import Normalize
 from ..nn.module import Module
-from ._atomic import atomic_write_bytes
 from ._format import CheckpointError, parse_safetensors, read_file_bytes
 from ._json import to_jsonable
 from .models import MODELS, input_hw
