@@ -7,23 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import assert_rel_close, to_torch
+from unfused import UNFUSED
 
 from cnnperf import ops, reference
 from cnnperf.ops.epilogue import FUSABLE_ACTIVATIONS
-
-UNFUSED = {
-    "relu": (ops.relu, F.relu),
-    "relu6": (ops.relu6, F.relu6),
-    "leaky_relu": (lambda y: ops.leaky_relu(y, 0.01), lambda t: F.leaky_relu(t, 0.01)),
-    "sigmoid": (ops.sigmoid, torch.sigmoid),
-    "tanh": (ops.tanh, torch.tanh),
-    "silu": (ops.silu, F.silu),
-    "hardswish": (ops.hardswish, F.hardswish),
-    "hardsigmoid": (ops.hardsigmoid, F.hardsigmoid),
-    "gelu": (ops.gelu, F.gelu),
-    "gelu_tanh": (lambda y: ops.gelu(y, "tanh"), lambda t: F.gelu(t, approximate="tanh")),
-    "elu": (ops.elu, F.elu),
-}
 
 
 def test_every_fusable_activation_is_tested():

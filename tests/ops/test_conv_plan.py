@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from cases import CONV_CASES
 from conftest import assert_rel_close, to_torch
+from unfused import UNFUSED as UNFUSED_ACTIVATIONS
 
 from cnnperf import ops, reference
 from cnnperf.ops.epilogue import FUSABLE_ACTIVATIONS
@@ -69,20 +70,7 @@ def test_plan_validates_at_construction():
 
 # --- residual= and out= ------------------------------------------------------------------------
 
-UNFUSED = {
-    "relu": (ops.relu, F.relu),
-    "relu6": (ops.relu6, F.relu6),
-    "leaky_relu": (lambda y: ops.leaky_relu(y, 0.01), lambda t: F.leaky_relu(t, 0.01)),
-    "sigmoid": (ops.sigmoid, torch.sigmoid),
-    "tanh": (ops.tanh, torch.tanh),
-    "silu": (ops.silu, F.silu),
-    "hardswish": (ops.hardswish, F.hardswish),
-    "hardsigmoid": (ops.hardsigmoid, F.hardsigmoid),
-    "gelu": (ops.gelu, F.gelu),
-    "gelu_tanh": (lambda y: ops.gelu(y, "tanh"), lambda t: F.gelu(t, approximate="tanh")),
-    "elu": (ops.elu, F.elu),
-    None: (lambda y: y, lambda t: t),
-}
+UNFUSED = {**UNFUSED_ACTIVATIONS, None: (lambda y: y, lambda t: t)}
 
 
 def _residual_case(seed: int = 0):
