@@ -480,3 +480,18 @@ def test_summary_ratios_geomeans_and_selection_misses():
         {"layer": "resnet18.layer1.3x3/b1", "auto": "direct", "best": "im2col", "ratio": 2.0}
     ]
     assert "auto picked direct; im2col is 2.00x faster" in report.format_summary(run, s)
+
+
+def test_engine_notes_name_failures_mismatches_and_notes():
+    from cnnperf.bench.runner import EngineResult, engine_notes
+
+    engines = {
+        "a": EngineResult("a", "cnnperf", "cnnperf a", ok=True),
+        "b": EngineResult("b", "cnnperf", "cnnperf b", error="MemoryError: x"),
+        "c": EngineResult("c", "peer", "ort", rel_err=2e-3, ok=False, note="spinning off"),
+    }
+    assert engine_notes("L/b1", engines, "torch", 1e-4) == [
+        "L/b1: cnnperf b failed: MemoryError: x",
+        "L/b1: ort output differs from torch's by 2.00e-03 (norm-relative, tolerance 0.0001)",
+        "L/b1: ort: spinning off",
+    ]

@@ -17,7 +17,7 @@ from .. import config, ops
 from ..ops.conv_algos import CONV_ALGOS
 from .machine import machine_info, sgemm_peak_gflops
 from .peers import available_peers
-from .runner import Engine, EngineResult, run_interleaved
+from .runner import Engine, EngineResult, engine_notes, run_interleaved
 from .suite import BenchLayer
 
 __all__ = ["BenchSettings", "LayerResult", "BenchRun", "layer_inputs", "cnnperf_engines", "run"]
@@ -205,16 +205,7 @@ def run(
             peer.teardown()
         config.set_num_threads(saved_threads)
     for r in results:
-        for res in r.engines.values():
-            if res.error:
-                notes.append(f"{r.layer.name}: {res.label} failed: {res.error}")
-            elif res.ok is False:
-                notes.append(
-                    f"{r.layer.name}: {res.label} output differs from {r.reference}'s by "
-                    f"{res.rel_err:.2e} (norm-relative, tolerance {settings.tol:g})"
-                )
-            if res.note:
-                notes.append(f"{r.layer.name}: {res.label}: {res.note}")
+        notes += engine_notes(r.layer.name, r.engines, r.reference, settings.tol)
     return BenchRun(
         machine=machine,
         settings=settings,

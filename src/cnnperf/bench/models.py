@@ -27,7 +27,7 @@ import numpy as np
 from .. import config
 from .machine import machine_info
 from .peers import OrtPeer, available_peers
-from .runner import Engine, EngineResult, run_interleaved
+from .runner import Engine, EngineResult, engine_notes, run_interleaved
 
 __all__ = [
     "MODELS",
@@ -464,15 +464,7 @@ def run_models_bench(
             peer.teardown()
         torch.set_num_threads(saved_torch)
         config.set_num_threads(saved)
-    for r, res in ((m, e) for m in results for e in m.engines.values()):
-        if res.error:
-            notes.append(f"{r.name}: {res.label} failed: {res.error}")
-        elif res.ok is False:
-            notes.append(
-                f"{r.name}: {res.label} output differs from {r.reference}'s by "
-                f"{res.rel_err:.2e} (norm-relative, tolerance {settings.tol:g})"
-            )
-        if res.note:
-            notes.append(f"{r.name}: {res.label}: {res.note}")
+    for r in results:
+        notes += engine_notes(r.name, r.engines, r.reference, settings.tol)
     return ModelsBenchRun(machine, settings, results, notes, {p.name: p.label for p in peers},
                           time.perf_counter() - t_start)  # fmt: skip

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = [
+    "engine_notes",
     "Engine",
     "EngineResult",
     "run_interleaved",
@@ -201,3 +202,20 @@ def run_interleaved(
                 f"({spent[name]:.2f} s timed)"
             )
     return results, ref_name
+
+
+def engine_notes(name: str, engines, reference: str | None, tol: float) -> list[str]:
+    """One line per engine of the benchmark entry ``name`` that failed, whose output differs
+    from ``reference``'s by more than ``tol`` (norm-relative), or that carries a note."""
+    notes = []
+    for res in engines.values():
+        if res.error:
+            notes.append(f"{name}: {res.label} failed: {res.error}")
+        elif res.ok is False:
+            notes.append(
+                f"{name}: {res.label} output differs from {reference}'s by "
+                f"{res.rel_err:.2e} (norm-relative, tolerance {tol:g})"
+            )
+        if res.note:
+            notes.append(f"{name}: {res.label}: {res.note}")
+    return notes
