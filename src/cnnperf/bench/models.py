@@ -48,7 +48,8 @@ MODELS = ("resnet18", "mobilenet_v2")
 
 @functools.cache
 def _classes():
-    """The PyTorch module classes (defined on first use: PyTorch is no cnnperf dependency)."""
+    """``(ResNet18, MobileNetV2, BasicBlock)``: the PyTorch module classes (defined on first
+    use: PyTorch is no cnnperf dependency)."""
     import torch
     from torch import nn
 
@@ -139,7 +140,7 @@ def _classes():
             x = nn.functional.adaptive_avg_pool2d(self.features(x), (1, 1))
             return self.classifier(torch.flatten(x, 1))
 
-    return ResNet18, MobileNetV2
+    return ResNet18, MobileNetV2, BasicBlock
 
 
 def _divisible(v: float, divisor: int = 8) -> int:

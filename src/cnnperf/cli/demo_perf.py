@@ -34,23 +34,11 @@ def _torch_resnet_small():
     import torch
     from torch import nn
 
-    class BasicBlock(nn.Module):  # cnnperf.training.models.BasicBlock, same attribute names
-        def __init__(self, c_in: int, c_out: int, stride: int) -> None:
-            super().__init__()
-            self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(c_out)
-            self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
-            self.bn2 = nn.BatchNorm2d(c_out)
-            self.downsample = None
-            if stride != 1 or c_in != c_out:
-                self.downsample = nn.Sequential(
-                    nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)
-                )
+    from ..bench.models import _classes
 
-        def forward(self, x):
-            identity = x if self.downsample is None else self.downsample(x)
-            out = torch.relu(self.bn1(self.conv1(x)))
-            return torch.relu(self.bn2(self.conv2(out)) + identity)
+    # torchvision's block: the attribute names (and so the state_dict keys) of
+    # cnnperf.training.models.BasicBlock
+    BasicBlock = _classes()[2]
 
     class ResNetSmall(nn.Module):
         def __init__(self, stem: tuple[int, int], stages: list[list[tuple]], classes: int):
