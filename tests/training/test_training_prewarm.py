@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 
 from cnnperf.training import prewarm
@@ -30,5 +32,10 @@ def test_stop_terminates_a_running_helper():
     assert proc.poll() is not None
 
 
-def test_cache_is_cold_is_a_bool():
-    assert prewarm.cache_is_cold() in (True, False)
+def test_an_empty_kernel_cache_is_cold(tmp_path):
+    # a fresh NUMBA_CACHE_DIR holds no kernel's cache index: the helper would start
+    code = "from cnnperf.training.prewarm import cache_is_cold; print(cache_is_cold())"
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "True"
