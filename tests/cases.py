@@ -25,19 +25,33 @@ CONV_CASES = [
     ConvCase("groups2", (2, 4, 8, 8), (6, 2, 3, 3), dict(padding=1, groups=2)),
     ConvCase("depthwise", (2, 6, 9, 9), (6, 1, 3, 3), dict(padding=1, groups=6)),
     ConvCase("depthwise_mult2_s2", (1, 4, 10, 9), (8, 1, 3, 3), dict(stride=2, groups=4)),
-    # stride-1 "same" padding: the flat-run depthwise kernel, whose row-end columns read the
-    # neighbouring rows and are corrected: a 5x5 kernel on a plane 4 wide (every column a
-    # row-end one), planes 1 wide, a 7x7 kernel, a 3x5 kernel
+    # stride-1 "same" padding: the flat-run depthwise kernel, whose row-end columns would read
+    # the neighbouring rows but for per-tap-column masked copies: a 5x5 kernel on a plane 4
+    # wide (every column a row-end one), planes 1 wide, a 7x7 kernel, a 3x5 kernel
     ConvCase("depthwise_same_k5_w4", (1, 3, 6, 4), (3, 1, 5, 5), dict(padding=2, groups=3)),
     ConvCase("depthwise_same_w1_batch3", (3, 2, 5, 1), (2, 1, 3, 3), dict(padding=1, groups=2)),
     ConvCase("depthwise_same_k7", (2, 4, 8, 9), (4, 1, 7, 7), dict(padding=3, groups=4)),
     ConvCase("depthwise_same_k3x5", (2, 3, 7, 6), (3, 1, 3, 5), dict(padding=(1, 2), groups=3)),
-    # 3x3 stride 2, padding 1, outputs > 64 px: the flat-run phase kernel (odd and even sizes)
+    # 3x3 stride 2, padding 1: the flat-run kernels, for even widths (any size; odd heights,
+    # a plane of 1x2) and for odd widths with outputs > 64 px (rows up to
+    # S2K3_INDEXED_MAX_WIDTH wide split element by element, wider ones by slices)
+    ConvCase(
+        "depthwise_s2k3_even_odd_h", (3, 4, 7, 10), (4, 1, 3, 3), dict(stride=2, padding=1, groups=4)
+    ),
+    ConvCase(
+        "depthwise_s2k3_even_1x2", (2, 3, 1, 2), (3, 1, 3, 3), dict(stride=2, padding=1, groups=3)
+    ),
     ConvCase(
         "depthwise_s2k3_odd", (2, 3, 19, 17), (3, 1, 3, 3), dict(stride=2, padding=1, groups=3)
     ),
     ConvCase(
         "depthwise_s2k3_even", (1, 5, 18, 16), (5, 1, 3, 3), dict(stride=2, padding=1, groups=5)
+    ),
+    ConvCase(
+        "depthwise_s2k3_wide_odd", (2, 3, 5, 45), (3, 1, 3, 3), dict(stride=2, padding=1, groups=3)
+    ),
+    ConvCase(
+        "depthwise_s2k3_wide_even", (1, 2, 6, 40), (2, 1, 3, 3), dict(stride=2, padding=1, groups=2)
     ),
     # 70 channels: one full 64-channel block of the channels-last depthwise kernel and a
     # narrower one; stride 2 with odd padding splits columns into phases starting at phase 1

@@ -85,16 +85,20 @@ def test_nan_and_inf_land_where_a_direct_convolution_puts_them(algo):
         assert_rel_close(y[finite], expected[finite], 1e-4, f"{algo}/{act} finite part")
 
 
-@pytest.mark.parametrize("k,stride", [(3, 1), (5, 1), (3, 2)])
+@pytest.mark.parametrize(
+    "k,stride,width", [(3, 1, 7), (5, 1, 7), (3, 2, 15), (3, 2, 41), (3, 2, 16), (3, 2, 40)]
+)
 @pytest.mark.parametrize("act", [None, "relu6"])
-def test_same_padding_depthwise_keeps_nan_and_inf_local(k, stride, act):
-    # The flat-run depthwise kernels read a row's neighbours across the row ends and correct
-    # those columns afterwards; a subtraction of an Inf would leave NaN where the convolution
-    # has a finite value. Inf at row ends and NaN at row starts, against the float64 reference.
+def test_same_padding_depthwise_keeps_nan_and_inf_local(k, stride, width, act):
+    # The flat-run depthwise kernels run across row ends: a row's end columns must read zeros
+    # (masked copies), never the neighbouring row, where an Inf would turn a finite output into
+    # Inf or NaN. Inf at row ends and NaN at row starts, against the float64 reference; stride-2
+    # rows of even width (the even-width kernel) and of odd width, both narrower and wider than
+    # S2K3_INDEXED_MAX_WIDTH.
     from cnnperf.ops.conv_algos import use_s2k3_depthwise, use_same_depthwise
 
     rng = np.random.default_rng(5)
-    x = rng.standard_normal((2, 3, 9, 7) if stride == 1 else (2, 3, 19, 15)).astype(np.float32)
+    x = rng.standard_normal((2, 3, 9 if stride == 1 else 19, width)).astype(np.float32)
     x[0, 0, 2, -1] = np.inf
     x[1, 1, 4, 0] = -np.inf
     x[1, 2, 6, 0] = np.nan

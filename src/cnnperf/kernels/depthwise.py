@@ -35,10 +35,12 @@ __all__ = [
     "depthwise_conv2d_cl",
     "depthwise_conv2d_same",
     "depthwise_conv2d_s2k3",
+    "depthwise_conv2d_s2k3_even",
     "tile_weight",
     "tile_bias",
     "CL_BLOCK",
     "SAME_CHUNK",
+    "S2K3_INDEXED_MAX_WIDTH",
 ]
 
 # Channels per task: 64 float32 lanes = 8 AVX2 vectors; the padded block of a 14x14 plane is
@@ -181,18 +183,24 @@ def depthwise_conv2d_same(x, w, bias, runs, act, alpha, out):  # pragma: no cove
     row pitch ``w``. Every output of the stack is then a flat run: tap (i, j) of flat output
     ``q`` reads ``buf[q + i*w + j]``, so each pass over a chunk of SAME_CHUNK outputs is one
     vectorised loop (fixed trip count: no scalar remainder on 7- or 14-wide rows). The zero rows
-    give the top and bottom padding; the left and right padding do not exist in this layout:
-    the ``kw // 2`` columns at each end of a row read the neighbouring row's ends instead, and
-    are corrected afterwards (those terms subtracted, or, if the channel holds an Inf or NaN,
-    where a subtraction would leave NaN, recomputed from their valid taps).
+    give the top and bottom padding. The left and right padding do not exist in this layout: a
+    tap column ``j != kw // 2`` reads, at the ``|j - kw // 2|`` outputs nearest a row's end, the
+    neighbouring row's end. So each tap column ``j`` reads its own copy of the stack, ``bufs[j]``,
+    in which exactly those wrapped-to columns are zero (column ``u`` of a row is read by tap
+    column ``j`` at output column ``u + kw // 2 - j``). No output is corrected afterwards, and an
+    Inf or NaN in the input reaches exactly the outputs whose window holds it. (Measured against
+    correcting the edge columns after the flat pass, single-threaded, ms: 960x7x7 batch 8 0.65
+    vs 1.29, batch 1 0.090 vs 0.19; 576x14x14 batch 8 1.88 vs 2.53; 672x14x14 5x5 batch 8 4.8 vs
+    7.5.) Planes are addressed in flat views of ``x`` and ``out``: a per-plane ``reshape`` cost
+    ~25 ns, as much as a 7x7 plane's copy.
 
     Args:
-        x: input (n, c, h, w), contiguous.
+        x: input (n, c, h, w), C-contiguous.
         w: weight (c, 1, kh, kw), kh and kw odd.
         bias: (c,) (zeros when the convolution has none).
         runs: runs of consecutive channels dealt out to the threads.
         act, alpha: fused activation (``kernels.epilogue`` codes).
-        out: (n, c, h, w).
+        out: (n, c, h, w), C-contiguous.
     """
     n, c, h, wi = x.shape
     kh, kw = w.shape[2], w.shape[3]
@@ -200,23 +208,31 @@ def depthwise_conv2d_same(x, w, bias, runs, act, alpha, out):  # pragma: no cove
     pw = kw // 2
     hw = h * wi
     pitch = (h + ph) * wi  # one image's plane plus the ph zero rows after it
-    rows = n * (h + ph)  # output rows of the stack (separator rows are dropped)
+    rows = n * (h + ph)  # stacked rows, separator rows included
     nv = (rows * wi + SAME_CHUNK - 1) // SAME_CHUNK
     lead = ph * wi + pw
     size = lead + nv * SAME_CHUNK + (kh - 1) * wi + kw
     runs = min(c, max(1, runs))
+    xf = x.reshape(n * c * hw)
+    of = out.reshape(n * c * hw)
     for rn in prange(runs):
-        buf = np.zeros(size, dtype=x.dtype)
+        bufs = np.zeros((kw, size), dtype=x.dtype)
         acc = np.empty(nv * SAME_CHUNK, dtype=out.dtype)
         for ch in range(rn * c // runs, (rn + 1) * c // runs):
-            finite = 0.0  # stays 0 unless the channel holds an Inf or NaN (v * 0 is NaN)
             for b in range(n):
-                src = x[b, ch].reshape(hw)
-                dst_in = buf[lead + b * pitch : lead + b * pitch + hw]
-                for q in range(hw):
-                    v = src[q]
-                    dst_in[q] = v
-                    finite += v * 0.0
+                p0 = (b * c + ch) * hw
+                src = xf[p0 : p0 + hw]
+                for j in range(kw):
+                    dst = bufs[j, lead + b * pitch : lead + b * pitch + hw]
+                    for q in range(hw):
+                        dst[q] = src[q]
+            for j in range(kw):  # the wrapped-to columns of tap column j, in every stacked row
+                bj = bufs[j]
+                u0 = wi - (pw - j) if j < pw else 0
+                u1 = wi if j < pw else j - pw
+                for r in range(rows):
+                    for u in range(max(0, u0), min(wi, u1)):
+                        bj[lead + r * wi + u] = 0.0
             wk = w[ch, 0]
             bv = bias[ch]
             for k in range(nv):
@@ -227,9 +243,9 @@ def depthwise_conv2d_same(x, w, bias, runs, act, alpha, out):  # pragma: no cove
                 for i in range(kh):
                     base = k0 + i * wi
                     if kw == 3:
-                        s0 = buf[base : base + SAME_CHUNK]
-                        s1 = buf[base + 1 : base + 1 + SAME_CHUNK]
-                        s2 = buf[base + 2 : base + 2 + SAME_CHUNK]
+                        s0 = bufs[0, base : base + SAME_CHUNK]
+                        s1 = bufs[1, base + 1 : base + 1 + SAME_CHUNK]
+                        s2 = bufs[2, base + 2 : base + 2 + SAME_CHUNK]
                         w0 = wk[i, 0]
                         w1 = wk[i, 1]
                         w2 = wk[i, 2]
@@ -237,45 +253,20 @@ def depthwise_conv2d_same(x, w, bias, runs, act, alpha, out):  # pragma: no cove
                             d[q] += w0 * s0[q] + w1 * s1[q] + w2 * s2[q]
                     else:
                         for j in range(kw):
-                            s = buf[base + j : base + j + SAME_CHUNK]
+                            s = bufs[j, base + j : base + j + SAME_CHUNK]
                             wv = wk[i, j]
                             for q in range(SAME_CHUNK):
                                 d[q] += wv * s[q]
-            if finite == 0.0:
-                # columns within pw of a row's ends read the neighbour rows' ends, not the zero
-                # padding: subtract those terms
-                for xo in range(pw):
-                    xr = wi - 1 - xo
-                    for i in range(kh):
-                        for j in range(pw - xo):
-                            wv = wk[i, j]
-                            off = i * wi + xo + j
-                            for y in range(rows):
-                                acc[y * wi + xo] -= wv * buf[y * wi + off]
-                        for j in range(kw - pw + xo, kw):
-                            wv = wk[i, j]
-                            off = i * wi + xr + j
-                            for y in range(rows):
-                                acc[y * wi + xr] -= wv * buf[y * wi + off]
-            else:
-                # columns within pw of a row's ends: the flat pass above read the neighbour rows'
-                # ends there (not the zero padding); recompute them from their valid taps only
-                for xo in range(2 * pw):
-                    xc = xo if xo < pw else wi - 2 * pw + xo
-                    if xo >= pw and xc < pw:
-                        continue  # a plane narrower than 2*pw: that column was done as a left one
-                    for y in range(rows):
-                        acc[y * wi + xc] = bv
-                    for j in range(kw):
-                        if xc + j - pw < 0 or xc + j - pw >= wi:
-                            continue
-                        for i in range(kh):
-                            wv = wk[i, j]
-                            off = i * wi + xc + j
-                            for y in range(rows):
-                                acc[y * wi + xc] += wv * buf[y * wi + off]
             for b in range(n):
-                act_row(out[b, ch].reshape(hw), acc[b * pitch : b * pitch + hw], hw, act, alpha)
+                o0 = (b * c + ch) * hw
+                act_row(of[o0 : o0 + hw], acc[b * pitch : b * pitch + hw], hw, act, alpha)
+
+
+# Input rows up to this wide are split into even and odd columns element by element; wider rows
+# through per-row slices (a slice costs ~20 ns, which a 14-wide row does not repay, but the
+# sliced loop vectorises). Measured single-threaded, the split alone (ms, per element / sliced):
+# 576x14x14 batch 8 0.91 / 1.20, 144x56x56 batch 8 2.89 / 1.82.
+S2K3_INDEXED_MAX_WIDTH = 32
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH, error_model="numpy")
@@ -289,10 +280,11 @@ def depthwise_conv2d_s2k3(x, w, bias, runs, act, alpha, out):  # pragma: no cove
     zero row above each. Tap (i, j) of output (y, x) then reads phase (1 unless i == 1, 1
     unless j == 1) at row ``y - (i == 0)``, column ``x - (j == 0)``: every tap is a flat run at
     a fixed offset, and output rows are flat runs of SAME_CHUNK. The phase planes' missing
-    last row / column (odd sizes) stay zero, as the bottom and right padding are; the left
-    padding does not exist in this layout: column 0's j == 0 taps read the previous row's last
-    odd column, and are taken out afterwards (recomputed instead where the channel holds an
-    Inf or NaN).
+    last row / column (odd sizes) stay zero, as the bottom and right padding are. The left
+    padding does not exist in this layout: a j == 0 tap at column 0 reads the previous row's
+    last odd column. So the j == 0 taps read a copy of the odd-column phases (buffers 4 and 5)
+    whose last column is zero, as in :func:`depthwise_conv2d_same`; nothing is corrected
+    afterwards, and Inf and NaN propagate exactly.
 
     Args as :func:`depthwise_conv2d_same`; ``w`` is (c, 1, 3, 3).
     """
@@ -306,42 +298,60 @@ def depthwise_conv2d_s2k3(x, w, bias, runs, act, alpha, out):  # pragma: no cove
     nv = (total + SAME_CHUNK - 1) // SAME_CHUNK
     lead = ow + 1  # a zero row and one slack value before stacked row 0 (read by its taps)
     size = lead + nv * SAME_CHUNK + ow + 2
+    hw = h * wi
+    ohw = oh * ow
+    xf = x.reshape(n * c * hw)
+    of = out.reshape(n * c * ohw)
     runs = min(c, max(1, runs))
     for rn in prange(runs):
-        buf = np.zeros((4, size), dtype=x.dtype)  # phase (row parity * 2 + column parity)
+        # phase (row parity * 2 + column parity); 4 + row parity: the odd columns again, with
+        # the last one zero (what the j == 0 taps read)
+        buf = np.zeros((6, size), dtype=x.dtype)
         acc = np.empty(nv * SAME_CHUNK, dtype=out.dtype)
         for ch in range(rn * c // runs, (rn + 1) * c // runs):
-            finite = 0.0
             for b in range(n):
-                plane = x[b, ch]
+                p0 = (b * c + ch) * hw
+                plane = xf[p0 : p0 + hw]
                 for ih in range(h):
                     pr = ih % 2
-                    r = ih // 2
-                    base = lead + (b * prow + 1 + r) * ow
-                    row = plane[ih]
-                    ev = buf[2 * pr, base : base + we]
-                    od = buf[2 * pr + 1, base : base + wo]
-                    for k in range(wo):
-                        a0 = row[2 * k]
-                        a1 = row[2 * k + 1]
-                        ev[k] = a0
-                        od[k] = a1
-                        finite += a0 * 0.0 + a1 * 0.0
+                    base = lead + (b * prow + 1 + ih // 2) * ow
+                    r0 = ih * wi
+                    ev = buf[2 * pr]
+                    od = buf[2 * pr + 1]
+                    odm = buf[4 + pr]
+                    if wi <= S2K3_INDEXED_MAX_WIDTH:
+                        for k in range(wo):
+                            a0 = plane[r0 + 2 * k]
+                            a1 = plane[r0 + 2 * k + 1]
+                            ev[base + k] = a0
+                            od[base + k] = a1
+                            odm[base + k] = a1
+                    else:
+                        row = plane[r0 : r0 + 2 * wo]
+                        e_ = ev[base : base + wo]
+                        o_ = od[base : base + wo]
+                        m_ = odm[base : base + wo]
+                        for k in range(wo):
+                            a0 = row[2 * k]
+                            a1 = row[2 * k + 1]
+                            e_[k] = a0
+                            o_[k] = a1
+                            m_[k] = a1
                     if we > wo:
-                        a0 = row[wi - 1]
-                        ev[we - 1] = a0
-                        finite += a0 * 0.0
+                        ev[base + we - 1] = plane[r0 + wi - 1]
+                    else:
+                        odm[base + wo - 1] = 0.0
             wk = w[ch, 0]
             bv = bias[ch]
             for k in range(nv):
                 k0 = k * SAME_CHUNK
                 d = acc[k0 : k0 + SAME_CHUNK]
                 # tap (i, j): row phase 1 for i != 1 (offset -1 row for i == 0), column phase 1
-                # for j != 1 (offset -1 column for j == 0)
+                # for j != 1 (offset -1 column for j == 0, from the copy with its last column 0)
                 for i in range(3):
                     pr = 0 if i == 1 else 1
                     s = lead + k0 - (ow if i == 0 else 0)
-                    s0 = buf[2 * pr + 1, s - 1 : s - 1 + SAME_CHUNK]
+                    s0 = buf[4 + pr, s - 1 : s - 1 + SAME_CHUNK]
                     s1 = buf[2 * pr, s : s + SAME_CHUNK]
                     s2 = buf[2 * pr + 1, s : s + SAME_CHUNK]
                     w0 = wk[i, 0]
@@ -353,24 +363,98 @@ def depthwise_conv2d_s2k3(x, w, bias, runs, act, alpha, out):  # pragma: no cove
                     else:
                         for q in range(SAME_CHUNK):
                             d[q] += w0 * s0[q] + w1 * s1[q] + w2 * s2[q]
-            rows = n * prow
-            if finite == 0.0:
-                # column 0's j == 0 taps read the previous row's last odd column: take them out
-                for i in range(3):
-                    pr = 0 if i == 1 else 1
-                    wv = wk[i, 0]
-                    off = lead - 1 - (ow if i == 0 else 0)
-                    src = buf[2 * pr + 1]
-                    for y in range(rows):
-                        acc[y * ow] -= wv * src[off + y * ow]
-            else:
-                for y in range(rows):
-                    v = bv
-                    for i in range(3):
-                        pr = 0 if i == 1 else 1
-                        s = lead + y * ow - (ow if i == 0 else 0)
-                        v += wk[i, 1] * buf[2 * pr, s] + wk[i, 2] * buf[2 * pr + 1, s]
-                    acc[y * ow] = v
             for b in range(n):
                 o0 = (b * prow + 1) * ow
-                act_row(out[b, ch].reshape(oh * ow), acc[o0 : o0 + oh * ow], oh * ow, act, alpha)
+                q0 = (b * c + ch) * ohw
+                act_row(of[q0 : q0 + ohw], acc[o0 : o0 + ohw], ohw, act, alpha)
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH, error_model="numpy")
+def depthwise_conv2d_s2k3_even(x, w, bias, runs, act, alpha, out):  # pragma: no cover - compiled
+    """:func:`depthwise_conv2d_s2k3` for inputs of even width, without any per-row work on the
+    way in: the planes of the batch are copied whole (contiguous copies) into a stack of pitch
+    ``w``, and the stack is split into its even and odd elements by one flat loop (a stride-2
+    interleave LLVM vectorises). With ``w`` even, element ``2m`` / ``2m + 1`` of the stack is
+    the even / odd column of a row, so the halves ``e`` and ``o`` hold every stacked row's even
+    and odd columns at pitch ``ow = w / 2``. Outputs are computed at pitch ``2 * ow``: output
+    (Y, x) of the stack reads stacked row ``2Y + i - 1``, i.e. ``e`` / ``o`` at ``q + (i - 1) *
+    ow`` for its flat index ``q``, a fixed offset per tap; the columns ``x >= ow`` of each
+    output row are computed and dropped. Tap column 0 reads column ``x - 1`` of ``o``, from a
+    copy ``om`` whose last column is zero (at ``x == 0`` it is the previous row's). Each image
+    starts at an even stacked row with two zero rows above it (top padding) and one or two
+    below (bottom padding for odd heights). The valid outputs are gathered per row into a
+    contiguous plane and written with the activation. Measured single-threaded against the
+    per-row split (ms, batch 8; PyTorch 2.13 in the same run): 576x14x14 0.75 vs 2.75 (0.53),
+    192x28x28 1.01 vs 2.57 (0.76), 144x56x56 3.5 vs 5.8 (3.4); batch 1 576x14x14 0.096 vs
+    0.35 (0.14).
+
+    Args as :func:`depthwise_conv2d_same`; ``w`` is (c, 1, 3, 3) and the input width is even.
+    """
+    n, c, h, wi = x.shape
+    oh = out.shape[2]
+    ow = out.shape[3]  # wi // 2
+    hw = h * wi
+    ohw = oh * ow
+    per = h + 2 + (h % 2)  # stacked rows per image (even): two zero rows, the plane, 0-1 zero rows
+    srows = 2 + n * per  # two zero rows before the first image's (room for Y = 0's taps)
+    nq = (srows // 2) * 2 * ow  # output rows Y of the stack, at pitch 2 * ow
+    nv = (nq + SAME_CHUNK - 1) // SAME_CHUNK
+    off = ow + 1  # e / o / om start one row and one value in: taps read back that far
+    half = off + srows * ow + SAME_CHUNK + ow + 2  # and the last chunk reads past the stack
+    xf = x.reshape(n * c * hw)
+    of = out.reshape(n * c * ohw)
+    runs = min(c, max(1, runs))
+    for rn in prange(runs):
+        stack = np.zeros(srows * wi, dtype=x.dtype)
+        e = np.zeros(half, dtype=x.dtype)
+        o = np.zeros(half, dtype=x.dtype)
+        om = np.zeros(half, dtype=x.dtype)
+        acc = np.empty(nv * SAME_CHUNK, dtype=out.dtype)
+        plane = np.empty(ohw, dtype=out.dtype)
+        m = srows * ow
+        for ch in range(rn * c // runs, (rn + 1) * c // runs):
+            for b in range(n):
+                p0 = (b * c + ch) * hw
+                src = xf[p0 : p0 + hw]
+                s0 = (4 + b * per) * wi
+                dst = stack[s0 : s0 + hw]
+                for q in range(hw):
+                    dst[q] = src[q]
+            ed = e[off : off + m]
+            od = o[off : off + m]
+            md = om[off : off + m]
+            for q in range(m):
+                a0 = stack[2 * q]
+                a1 = stack[2 * q + 1]
+                ed[q] = a0
+                od[q] = a1
+                md[q] = a1
+            for r in range(srows):
+                om[off + r * ow + ow - 1] = 0.0
+            wk = w[ch, 0]
+            bv = bias[ch]
+            for k in range(nv):
+                k0 = k * SAME_CHUNK
+                d = acc[k0 : k0 + SAME_CHUNK]
+                for i in range(3):
+                    s = off + k0 + (i - 1) * ow
+                    s0_ = om[s - 1 : s - 1 + SAME_CHUNK]
+                    s1 = e[s : s + SAME_CHUNK]
+                    s2 = o[s : s + SAME_CHUNK]
+                    w0 = wk[i, 0]
+                    w1 = wk[i, 1]
+                    w2 = wk[i, 2]
+                    if i == 0:
+                        for q in range(SAME_CHUNK):
+                            d[q] = bv + w0 * s0_[q] + w1 * s1[q] + w2 * s2[q]
+                    else:
+                        for q in range(SAME_CHUNK):
+                            d[q] += w0 * s0_[q] + w1 * s1[q] + w2 * s2[q]
+            for b in range(n):
+                y0 = 2 + (b * per) // 2  # output row of the image's first row (stacked row 4 + b*per)
+                for y in range(oh):
+                    a0 = (y0 + y) * 2 * ow
+                    for xx in range(ow):
+                        plane[y * ow + xx] = acc[a0 + xx]
+                q0 = (b * c + ch) * ohw
+                act_row(of[q0 : q0 + ohw], plane, ohw, act, alpha)

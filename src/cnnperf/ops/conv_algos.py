@@ -107,9 +107,10 @@ class DirectConv(ConvAlgorithm):
             depthwise_conv2d_same(x, w_prep, b, 8 * threads, epi.code, epi.alpha, out)
             return
         if use_s2k3_depthwise(p):
-            from ..kernels.depthwise import depthwise_conv2d_s2k3
+            from ..kernels import depthwise as dw
 
-            depthwise_conv2d_s2k3(x, w_prep, b, 8 * threads, epi.code, epi.alpha, out)
+            kernel = dw.depthwise_conv2d_s2k3_even if p.w % 2 == 0 else dw.depthwise_conv2d_s2k3
+            kernel(x, w_prep, b, 8 * threads, epi.code, epi.alpha, out)
             return
         if _depthwise_one_per_channel(p) and p.n >= 2:
             # one task per channel for the whole batch. Measured at batch 8 (2 threads, ms,
@@ -163,33 +164,35 @@ def use_channels_last_depthwise(p: ConvParams) -> bool:
 
 
 # Stride-1 "same" depthwise planes up to this many pixels run kernels.depthwise's flat-run
-# kernel. Measured single-threaded (ms; same-kernel vs channels-last vs stride phases; PyTorch):
-# batch 1: 576x14x14 0.24 / 0.34 / 0.29 (0.20), 384x14x14 0.16 / 0.23 / 0.20 (0.16), 960x7x7
-# 0.18 / 0.19 / 0.28 (0.14), 192x28x28 0.21 / 0.43 / 0.21 (0.21), but 144x56x56 0.55 / - /
-# 0.45; batch 8: 576x14x14 1.94 / 3.31 / 2.43, 960x7x7 1.21 / 1.49 / 1.90, 192x28x28 2.06 /
-# 4.56 / 1.89, 144x56x56 6.1 / 15.2 / 4.6.
+# kernel. Measured with 2 threads, relu6 (ms; flat runs / channels-last / stride phases; PyTorch
+# 2.13 in the same run): batch 8: 960x7x7 0.40 / 0.84 / 1.17 (0.39), 576x14x14 0.79 / 1.71 /
+# 1.35 (0.71), but 144x56x56 3.4 / 7.5 / 2.9 (4.2); batch 1: 960x7x7 0.104 / 0.221 / 0.367
+# (0.187), 144x56x56 0.35 / 1.18 / 0.33 (0.40).
 SAME_MAX_OUTPUT_PIXELS = 784
 
 
-# 3x3 stride-2 depthwise layers with outputs above this many pixels run kernels.depthwise's
-# flat-run phase kernel; at 7x7 outputs the channels-last kernel stays slightly faster.
-# Measured single-threaded (ms; phase flat runs / channels-last / stride phases; PyTorch):
-# batch 1: 576x14x14 0.22 / 0.19 / 0.56 (0.15), 192x28x28 0.16 / 0.22 / 0.30 (0.15),
-# 144x56x56 0.30 / 0.73 / 0.44 (0.25), 96x112x112 0.59 / 2.6 / 0.74 (0.61); batch 8:
-# 576x14x14 1.77 / 1.53 / 3.22 (0.74), 192x28x28 1.25 / 2.36 / 2.21 (0.65), 144x56x56
-# 3.0 / 12.2 / 4.2 (5.8), 96x112x112 10.5 / 40.2 / 16.3 (38.5).
+# 3x3 stride-2 depthwise layers of even input width run kernels.depthwise's flat-run kernel
+# for even widths; of odd width, the per-row phase kernel when their outputs have at least this
+# many pixels (on 7x7 outputs the channels-last kernel stays faster). Measured with 2 threads,
+# relu6 (ms; flat runs / channels-last / stride phases; PyTorch 2.13 in the same run): batch 8:
+# 576x14x14 0.51 / 1.03 / 1.60 (0.57), 192x28x28 0.72 / 1.30 / 1.14 (0.74), 160x14x14 0.18 /
+# 0.35 / 0.49 (0.26), 144x56x56 2.1 / 4.8 / 2.2 (2.2), 96x112x112 5.6 / 11.6 / 5.5 (12.7),
+# 64x4x4 0.068 / 0.120 / 0.095; batch 1: 576x14x14 0.120 / 0.242 / 0.357 (0.221), 144x56x56
+# 0.26 / 0.86 / 0.30 (0.29); odd width, batch 8, per-row kernel: 576x7x7 0.77 / 0.35 / 0.65
+# (0.25). Single-threaded (per-row kernel): 576x14x14 batch 1 0.22 / 0.19 / 0.56 (0.15), 192x28x28
+# 0.16 / 0.22 / 0.30 (0.15).
 S2K3_MIN_OUTPUT_PIXELS = 65
 
 
 def use_s2k3_depthwise(p: ConvParams) -> bool:
-    """Whether the direct algorithm runs ``p`` with the 3x3 stride-2 depthwise kernel: one
-    output channel per input channel, 3x3, stride 2, padding 1 on every side, no dilation,
-    outputs of at least S2K3_MIN_OUTPUT_PIXELS."""
+    """Whether the direct algorithm runs ``p`` with a 3x3 stride-2 depthwise kernel: one output
+    channel per input channel, 3x3, stride 2, padding 1 on every side, no dilation, and an even
+    input width or outputs of at least S2K3_MIN_OUTPUT_PIXELS."""
     return (
         _depthwise_one_per_channel(p)
         and (p.kh, p.kw, p.sh, p.sw, p.dh, p.dw) == (3, 3, 2, 2, 1, 1)
         and (p.pt, p.pb, p.pl, p.pr) == (1, 1, 1, 1)
-        and p.oh * p.ow >= S2K3_MIN_OUTPUT_PIXELS
+        and (p.w % 2 == 0 or p.oh * p.ow >= S2K3_MIN_OUTPUT_PIXELS)
     )
 
 
