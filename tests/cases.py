@@ -36,7 +36,10 @@ CONV_CASES = [
     # a plane of 1x2) and for odd widths with outputs > 64 px (rows up to
     # S2K3_INDEXED_MAX_WIDTH wide split element by element, wider ones by slices)
     ConvCase(
-        "depthwise_s2k3_even_odd_h", (3, 4, 7, 10), (4, 1, 3, 3), dict(stride=2, padding=1, groups=4)
+        "depthwise_s2k3_even_odd_h",
+        (3, 4, 7, 10),
+        (4, 1, 3, 3),
+        dict(stride=2, padding=1, groups=4),
     ),
     ConvCase(
         "depthwise_s2k3_even_1x2", (2, 3, 1, 2), (3, 1, 3, 3), dict(stride=2, padding=1, groups=3)

@@ -262,6 +262,21 @@ def depthwise_conv2d_same(x, w, bias, runs, act, alpha, out):  # pragma: no cove
                 act_row(of[o0 : o0 + hw], acc[b * pitch : b * pitch + hw], hw, act, alpha)
 
 
+@njit(inline="always", error_model="numpy")
+def _tap_row3(d, s0, s1, s2, wrow, first, bv):  # pragma: no cover - compiled
+    """One kernel row of a 3x3 stride-2 tap pass over a chunk of SAME_CHUNK flat outputs:
+    ``d = bv + taps`` for the first row (``first``), else ``d += taps``."""
+    w0 = wrow[0]
+    w1 = wrow[1]
+    w2 = wrow[2]
+    if first:
+        for q in range(SAME_CHUNK):
+            d[q] = bv + w0 * s0[q] + w1 * s1[q] + w2 * s2[q]
+    else:
+        for q in range(SAME_CHUNK):
+            d[q] += w0 * s0[q] + w1 * s1[q] + w2 * s2[q]
+
+
 # Input rows up to this wide are split into even and odd columns element by element; wider rows
 # through per-row slices (a slice costs ~20 ns, which a 14-wide row does not repay, but the
 # sliced loop vectorises). Measured single-threaded, the split alone (ms, per element / sliced):
@@ -354,15 +369,7 @@ def depthwise_conv2d_s2k3(x, w, bias, runs, act, alpha, out):  # pragma: no cove
                     s0 = buf[4 + pr, s - 1 : s - 1 + SAME_CHUNK]
                     s1 = buf[2 * pr, s : s + SAME_CHUNK]
                     s2 = buf[2 * pr + 1, s : s + SAME_CHUNK]
-                    w0 = wk[i, 0]
-                    w1 = wk[i, 1]
-                    w2 = wk[i, 2]
-                    if i == 0:
-                        for q in range(SAME_CHUNK):
-                            d[q] = bv + w0 * s0[q] + w1 * s1[q] + w2 * s2[q]
-                    else:
-                        for q in range(SAME_CHUNK):
-                            d[q] += w0 * s0[q] + w1 * s1[q] + w2 * s2[q]
+                    _tap_row3(d, s0, s1, s2, wk[i], i == 0, bv)
             for b in range(n):
                 o0 = (b * prow + 1) * ow
                 q0 = (b * c + ch) * ohw
@@ -441,17 +448,9 @@ def depthwise_conv2d_s2k3_even(x, w, bias, runs, act, alpha, out):  # pragma: no
                     s0_ = om[s - 1 : s - 1 + SAME_CHUNK]
                     s1 = e[s : s + SAME_CHUNK]
                     s2 = o[s : s + SAME_CHUNK]
-                    w0 = wk[i, 0]
-                    w1 = wk[i, 1]
-                    w2 = wk[i, 2]
-                    if i == 0:
-                        for q in range(SAME_CHUNK):
-                            d[q] = bv + w0 * s0_[q] + w1 * s1[q] + w2 * s2[q]
-                    else:
-                        for q in range(SAME_CHUNK):
-                            d[q] += w0 * s0_[q] + w1 * s1[q] + w2 * s2[q]
+                    _tap_row3(d, s0_, s1, s2, wk[i], i == 0, bv)
             for b in range(n):
-                y0 = 2 + (b * per) // 2  # output row of the image's first row (stacked row 4 + b*per)
+                y0 = 2 + (b * per) // 2  # output row of the image's row 0 (stacked row 4 + b*per)
                 for y in range(oh):
                     a0 = (y0 + y) * 2 * ow
                     for xx in range(ow):
