@@ -7,6 +7,7 @@ these frozen dataclasses once, at the boundary; kernels only ever see the normal
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 __all__ = [
     "ConvParams",
@@ -120,15 +121,17 @@ class ConvParams:
     dw: int = 1
     g: int = 1
 
-    @property
+    # cached: the per-call paths of plans and compiled graphs read these several times per
+    # call (cached_property writes the instance __dict__, which a frozen dataclass allows)
+    @cached_property
     def oh(self) -> int:
         return conv_output_size(self.h, self.kh, self.sh, self.pt + self.pb, self.dh)
 
-    @property
+    @cached_property
     def ow(self) -> int:
         return conv_output_size(self.w, self.kw, self.sw, self.pl + self.pr, self.dw)
 
-    @property
+    @cached_property
     def output_shape(self) -> tuple[int, int, int, int]:
         return (self.n, self.c_out, self.oh, self.ow)
 

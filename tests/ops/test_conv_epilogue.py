@@ -131,3 +131,26 @@ def test_fused_activation_special_values_match_torch(activation):
     # float32 values within an ulp (cnnperf rounds the float64 activation once), the rest exact
     np.testing.assert_allclose(y.ravel(), expected, rtol=2e-7, atol=0)
     np.testing.assert_array_equal(np.signbit(y.ravel()), np.signbit(expected))
+
+
+@pytest.mark.parametrize("threaded", [False, True])
+@pytest.mark.parametrize("name", ["relu6", "silu", "leaky_relu"])
+def test_epilogue_on_the_calling_thread_and_on_the_pool_agree(monkeypatch, name, threaded):
+    # Outputs up to SERIAL_EPILOGUE_MAX_ELEMENTS run the bias/activation and the residual
+    # epilogues on the calling thread, larger ones in the parallel kernels: both against the
+    # unfused ops, with the threshold moved so that this small case takes each path.
+    from cnnperf.ops import epilogue
+
+    monkeypatch.setattr(epilogue, "SERIAL_EPILOGUE_MAX_ELEMENTS", 0 if threaded else 1 << 30)
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal((2, 5, 7, 6)) * 2).astype(np.float32)
+    w = rng.standard_normal((6, 5, 1, 1)).astype(np.float32)
+    b = rng.standard_normal(6).astype(np.float32)
+    r = rng.standard_normal((2, 6, 7, 6)).astype(np.float32)
+    op_fn, _ = UNFUSED[name]
+    plain = ops.conv2d(x, w, b, algo="im2col")
+    fused = ops.conv2d(x, w, b, algo="im2col", activation=name)
+    assert_rel_close(fused, op_fn(plain), 1e-6, f"{name} bias epilogue, threaded={threaded}")
+    plan = ops.plan_conv2d(w, b, input_shape=x.shape, algo="im2col", activation=name)
+    with_res = plan(x, residual=r)
+    assert_rel_close(with_res, op_fn(plain + r), 1e-6, f"{name} residual, threaded={threaded}")

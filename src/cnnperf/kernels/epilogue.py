@@ -29,8 +29,10 @@ __all__ = [
     "act_row",
     "bias_act_row",
     "bias_act_inplace",
+    "bias_act_inplace_serial",
     "residual_act_row",
     "residual_act_inplace",
+    "residual_act_inplace_serial",
 ]
 
 ACT_NONE = 0
@@ -164,6 +166,17 @@ def bias_act_inplace(out, bias, code, alpha):  # pragma: no cover - compiled
         bias_act_row(row, row, hw, bias[ch], code, alpha)
 
 
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def bias_act_inplace_serial(out, bias, code, alpha):  # pragma: no cover - compiled
+    """:func:`bias_act_inplace` on the calling thread (small outputs: see ops.epilogue)."""
+    n, c, hw = out.shape
+    for t in range(n * c):
+        b = t // c
+        ch = t - b * c
+        row = out[b, ch]
+        bias_act_row(row, row, hw, bias[ch], code, alpha)
+
+
 @njit(inline="always", error_model="numpy")
 def residual_act_row(dst, src, res, n, code, alpha):  # pragma: no cover - compiled
     """``dst[:n] = act(src[:n] + res[:n])`` (``dst`` may be ``src``); the sum is rounded to
@@ -215,5 +228,14 @@ def residual_act_inplace(out, residual, code, alpha):  # pragma: no cover - comp
     """
     rows, cols = out.shape
     for r in prange(rows):
+        row = out[r]
+        residual_act_row(row, row, residual[r], cols, code, alpha)
+
+
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def residual_act_inplace_serial(out, residual, code, alpha):  # pragma: no cover - compiled
+    """:func:`residual_act_inplace` on the calling thread (small outputs: see ops.epilogue)."""
+    rows, cols = out.shape
+    for r in range(rows):
         row = out[r]
         residual_act_row(row, row, residual[r], cols, code, alpha)
