@@ -263,6 +263,18 @@ def depthwise_conv2d_same(x, w, bias, runs, act, alpha, out):  # pragma: no cove
 
 
 @njit(inline="always", error_model="numpy")
+def _split_pairs(src, even, odd, odd2, count):  # pragma: no cover - compiled
+    """``even[k] = src[2k]``, ``odd[k] = odd2[k] = src[2k + 1]`` for ``k < count``: one
+    stride-2 interleaved loop over slices, which LLVM vectorises."""
+    for k in range(count):
+        a0 = src[2 * k]
+        a1 = src[2 * k + 1]
+        even[k] = a0
+        odd[k] = a1
+        odd2[k] = a1
+
+
+@njit(inline="always", error_model="numpy")
 def _tap_row3(d, s0, s1, s2, wrow, first, bv):  # pragma: no cover - compiled
     """One kernel row of a 3x3 stride-2 tap pass over a chunk of SAME_CHUNK flat outputs:
     ``d = bv + taps`` for the first row (``first``), else ``d += taps``."""
@@ -342,16 +354,10 @@ def depthwise_conv2d_s2k3(x, w, bias, runs, act, alpha, out):  # pragma: no cove
                             od[base + k] = a1
                             odm[base + k] = a1
                     else:
-                        row = plane[r0 : r0 + 2 * wo]
-                        e_ = ev[base : base + wo]
-                        o_ = od[base : base + wo]
-                        m_ = odm[base : base + wo]
-                        for k in range(wo):
-                            a0 = row[2 * k]
-                            a1 = row[2 * k + 1]
-                            e_[k] = a0
-                            o_[k] = a1
-                            m_[k] = a1
+                        _split_pairs(
+                            plane[r0 : r0 + 2 * wo], ev[base : base + wo], od[base : base + wo],
+                            odm[base : base + wo], wo,
+                        )  # fmt: skip
                     if we > wo:
                         ev[base + we - 1] = plane[r0 + wi - 1]
                     else:
@@ -427,15 +433,7 @@ def depthwise_conv2d_s2k3_even(x, w, bias, runs, act, alpha, out):  # pragma: no
                 dst = stack[s0 : s0 + hw]
                 for q in range(hw):
                     dst[q] = src[q]
-            ed = e[off : off + m]
-            od = o[off : off + m]
-            md = om[off : off + m]
-            for q in range(m):
-                a0 = stack[2 * q]
-                a1 = stack[2 * q + 1]
-                ed[q] = a0
-                od[q] = a1
-                md[q] = a1
+            _split_pairs(stack, e[off : off + m], o[off : off + m], om[off : off + m], m)
             for r in range(srows):
                 om[off + r * ow + ow - 1] = 0.0
             wk = w[ch, 0]
