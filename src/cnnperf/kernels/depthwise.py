@@ -1,8 +1,9 @@
 """Depthwise convolution for small planes: channels on the SIMD lanes, or "same"-padded flat runs.
 
 Stride-1 layers with "same" padding run :func:`depthwise_conv2d_same`, 3x3 stride-2 layers
-:func:`depthwise_conv2d_s2k3` (their docstrings); the rest of this docstring is about the
-channels-last kernel, :func:`depthwise_conv2d_cl`.
+:func:`depthwise_conv2d_s2k3_even` (even widths) or :func:`depthwise_conv2d_s2k3` (their
+docstrings); the rest of this docstring is about the channels-last kernel,
+:func:`depthwise_conv2d_cl`.
 
 MobileNet-style depthwise layers end in many channels of small planes (960 x 7x7, 576 x 14x14).
 A kernel that vectorises along a plane's rows has 7 or 14 lanes of work per row, and pays its
