@@ -304,6 +304,29 @@ def test_max_pools_ties_and_signed_zeros_match_torch(kwargs, rng):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(2, 3, 9, 12), (1, 2, 8, 8), (3, 1, 2, 2), (1, 4, 3, 6)])
+def test_max_pool2d_3x3_stride2_separable_matches_torch_on_special_values(shape, dtype, rng):
+    """3x3 stride-2 pools with padding 1 on even widths take the separable kernel (without
+    indices): values bit for bit as PyTorch (ties, ±0, NaN, ±inf; odd and even heights), and
+    the same values as the general kernel, which runs when indices are asked for."""
+    from cnnperf.ops.pool import _pool_params, _separable_3x3s2
+
+    values = np.array([0.0, -0.0, 1.0, -1.0, np.nan, -np.inf, np.inf, 2.5], dtype)
+    x = rng.choice(values, size=shape, p=[0.2, 0.2, 0.15, 0.15, 0.05, 0.1, 0.05, 0.1])
+    x.reshape(-1)[:8] = values[: x.size]
+    kwargs = dict(kernel_size=3, stride=2, padding=1)
+    assert _separable_3x3s2(_pool_params("max_pool2d", x, False, 3, 2, 1, 1, False))
+    y = max_pool2d(x, **kwargs)
+    yt = F.max_pool2d(to_torch(x), **kwargs).numpy()
+    assert y.dtype == dtype
+    np.testing.assert_array_equal(y, yt)
+    np.testing.assert_array_equal(np.signbit(y), np.signbit(yt))
+    y_general, _ = max_pool2d(x, return_indices=True, **kwargs)
+    np.testing.assert_array_equal(np.signbit(y), np.signbit(y_general))
+    np.testing.assert_array_equal(y, y_general)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(2, 3, 9, 11), (1, 2, 8, 8), (3, 1, 2, 5)])
 def test_max_pool2d_2x2_stride2_matches_torch_on_special_values(shape, dtype, rng):
     """2x2 stride-2 pools inside the input take their own loop: values, indices (ties, ±0,
