@@ -291,9 +291,10 @@ def _tap_row3(d, s0, s1, s2, wrow, first, bv):  # pragma: no cover - compiled
 
 
 # Input rows up to this wide are split into even and odd columns element by element; wider rows
-# through per-row slices (a slice costs ~20 ns, which a 14-wide row does not repay, but the
-# sliced loop vectorises). Measured single-threaded, the split alone (ms, per element / sliced):
-# 576x14x14 batch 8 0.91 / 1.20, 144x56x56 batch 8 2.89 / 1.82.
+# through per-row slices (the slices' set-up is not repaid by a 14-wide row, but the sliced
+# loop vectorises). Measured single-threaded, the split alone (ms, per element / sliced):
+# 576x14x14 batch 8 0.91 / 1.20 (903k elements: ~0.3 ns more per element sliced), 144x56x56
+# batch 8 2.89 / 1.82.
 S2K3_INDEXED_MAX_WIDTH = 32
 
 

@@ -291,22 +291,20 @@ def run_im2col_gemm(
     k = p.c_in * p.kh * p.kw
     rows = band_rows(k, oh, ow, xp.dtype.itemsize)
     cols = np.empty((k, rows * ow), dtype=xp.dtype)
-    whole = rows >= oh and p.sw != 2  # see LOWER_WHOLE_NOTE
+    whole = rows >= oh and p.sw != 2  # one band, lowered by im2col_batch: LOWER_WHOLE_NOTE
     if whole:
         from ..kernels.conv_backward import im2col_batch
     for b in range(p.n):
         out_b = out[b].reshape(p.c_out, oh * ow)  # (c_out, oh*ow)
-        if whole:
-            im2col_batch(
-                xp[b : b + 1], p.kh, p.kw, p.sh, p.sw, p.pt, p.pl, p.dh, p.dw, oh, ow,
-                cols.reshape(k, 1, oh * ow),
-            )  # fmt: skip
-            gemm_into(wmat, cols, p.g, out_b)
-            apply_epilogue(out[b : b + 1], bias, epi)
-            continue
         for y0 in range(0, oh, rows):
             r = min(rows, oh - y0)
-            im2col(xp[b], p.kh, p.kw, p.sh, p.sw, p.pt, p.pl, p.dh, p.dw, y0, r, ow, cols)
+            if whole:
+                im2col_batch(
+                    xp[b : b + 1], p.kh, p.kw, p.sh, p.sw, p.pt, p.pl, p.dh, p.dw, oh, ow,
+                    cols.reshape(k, 1, oh * ow),
+                )  # fmt: skip
+            else:
+                im2col(xp[b], p.kh, p.kw, p.sh, p.sw, p.pt, p.pl, p.dh, p.dw, y0, r, ow, cols)
             gemm_into(wmat, cols[:, : r * ow], p.g, out_b[:, y0 * ow : (y0 + r) * ow])
         apply_epilogue(out[b : b + 1], bias, epi)
 
