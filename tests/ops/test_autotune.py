@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -39,7 +40,7 @@ def fresh_process_select(p: ConvParams) -> str:
     code = (
         "import sys; from cnnperf.ops.conv import select_conv_algo; "
         "from cnnperf.shapes import ConvParams; "
-        f"print(select_conv_algo(ConvParams(*{tuple(p.__dict__.values())!r})).name)"
+        f"print(select_conv_algo(ConvParams(*{dataclasses.astuple(p)!r})).name)"
     )
     env = dict(os.environ, CNNPERF_NUM_THREADS=str(config.get_num_threads()))
     out = subprocess.run(
@@ -183,7 +184,7 @@ def test_tuning_a_cache_miss_times_every_algorithm_and_stores(how, monkeypatch, 
     assert set(stored["median_s"]) | set(stored["failed"]) == applicable
     assert stored["algo"] in stored["median_s"]
     assert all(t > 0 for t in stored["median_s"].values())
-    assert stored["params"] == DENSE.__dict__ and stored["dtype"] == "float32"
+    assert stored["params"] == dataclasses.asdict(DENSE) and stored["dtype"] == "float32"
     assert stored["threads"] == config.get_num_threads()
     assert stored["cnnperf"] == cnnperf.__version__ and stored["timestamp"]
 

@@ -137,14 +137,21 @@ def test_algorithm_that_does_not_cover_a_case_raises_not_implemented(monkeypatch
     [
         (ConvParams(1, 64, 56, 56, 64, 3, 3, pt=1, pb=1, pl=1, pr=1), "winograd"),  # ResNet 3x3
         (ConvParams(1, 256, 56, 56, 64, 1, 1), "im2col"),  # ResNet-50 1x1: a plain GEMM
-        (ConvParams(1, 3, 224, 224, 64, 7, 7, 2, 2, 3, 3, 3, 3), "im2col"),  # ResNet stem
-        (ConvParams(8, 3, 224, 224, 64, 7, 7, 2, 2, 3, 3, 3, 3), "im2col"),
+        (ConvParams(1, 3, 224, 224, 64, 7, 7, 2, 2, 3, 3, 3, 3), "implicit_gemm"),  # ResNet stem
+        (ConvParams(8, 3, 224, 224, 64, 7, 7, 2, 2, 3, 3, 3, 3), "implicit_gemm"),
+        (ConvParams(1, 3, 224, 224, 64, 11, 11, 4, 4, 2, 2, 2, 2), "implicit_gemm"),  # AlexNet
         (ConvParams(8, 3, 224, 224, 32, 3, 3, 2, 2, 1, 1, 1, 1), "direct"),  # MobileNet stem
-        (ConvParams(1, 3, 224, 224, 32, 3, 3, 2, 2, 1, 1, 1, 1), "im2col"),
-        (ConvParams(1, 3, 224, 224, 64, 3, 3, 1, 1, 1, 1, 1, 1), "direct"),  # VGG conv1_1
+        (ConvParams(1, 3, 224, 224, 32, 3, 3, 2, 2, 1, 1, 1, 1), "implicit_gemm"),
+        (ConvParams(1, 3, 224, 224, 64, 3, 3, 1, 1, 1, 1, 1, 1), "implicit_gemm"),  # VGG conv1_1
+        (ConvParams(8, 3, 224, 224, 64, 3, 3, 1, 1, 1, 1, 1, 1), "direct"),
         (ConvParams(64, 1, 28, 28, 6, 5, 5), "direct"),  # LeNet conv1 at batch 64
         (ConvParams(64, 6, 12, 12, 16, 5, 5), "direct"),  # LeNet conv2
-        (ConvParams(8, 3, 32, 32, 64, 5, 5, pt=2, pb=2, pl=2, pr=2), "im2col"),
+        (ConvParams(8, 3, 32, 32, 64, 5, 5, pt=2, pb=2, pl=2, pr=2), "implicit_gemm"),
+        (ConvParams(1, 16, 112, 112, 96, 1, 1), "implicit_gemm"),  # MobileNetV2 expand, 1x1
+        (ConvParams(8, 64, 14, 14, 384, 1, 1), "implicit_gemm"),
+        (ConvParams(1, 64, 14, 14, 384, 1, 1), "im2col"),  # eager, few pixels: packing each call
+        (ConvParams(1, 160, 7, 7, 960, 1, 1), "im2col"),  # a longer reduction on 7x7
+        (ConvParams(64, 16, 8, 8, 32, 3, 3, 2, 2, 1, 1, 1, 1), "im2col"),  # 4x4 out: side by side
         (ConvParams(1, 144, 56, 56, 144, 3, 3, 1, 1, 1, 1, 1, 1, g=144), "direct"),  # depthwise
         (ConvParams(8, 32, 112, 112, 32, 3, 3, 1, 1, 1, 1, 1, 1, g=32), "direct"),  # depthwise
     ],
@@ -173,6 +180,9 @@ VGG_512_28_B8 = ConvParams(8, 512, 28, 28, 512, 3, 3, 1, 1, 1, 1, 1, 1)
         (ALEXNET_CONV2, False, "fft"),  # eager 5x5, batch 8: it does
         (ALEXNET_CONV2, True, "fft"),
         (ConvParams(1, 64, 56, 56, 64, 7, 7, 1, 1, 3, 3, 3, 3), False, "fft"),  # 7x7 stride 1
+        (ConvParams(1, 64, 14, 14, 384, 1, 1), True, "implicit_gemm"),  # packed once
+        (ConvParams(1, 144, 56, 56, 24, 1, 1), True, "implicit_gemm"),
+        (ConvParams(1, 256, 56, 56, 64, 1, 1), True, "im2col"),
     ],
 )
 def test_auto_selection_with_prepared_weights(params, prepared, expected, monkeypatch):

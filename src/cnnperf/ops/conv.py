@@ -19,12 +19,12 @@ from ._validate import (
     nonnegative_pair,
     positive_pair,
 )
-from .conv_algos import CONV_ALGOS, ConvAlgorithm
+from .conv_algos import CONV_ALGOS, GEMM_BATCH_MAX_PIXELS, ConvAlgorithm
 from .epilogue import parse_activation
 
 # isort: split
 # Algorithm modules register themselves in CONV_ALGOS on import (one line each).
-from . import conv_fft, conv_winograd  # noqa: E402, F401
+from . import conv_fft, conv_implicit, conv_winograd  # noqa: E402, F401
 
 __all__ = [
     "conv2d",
@@ -146,21 +146,27 @@ def _heuristic(p: ConvParams, weight_prepared: bool = False) -> ConvAlgorithm:
     # (144x56x56 at batch 1 and 8, 32x112x112), 1.9x on 960x7x7 and 1.3x at stride 2.
     if p.is_depthwise:
         return CONV_ALGOS["direct"]
-    # First layers on RGB input (<= 4 channels per group, kernels up to 3x3) at batch >= 4, or
-    # at stride 1: the direct kernel shares each input load among four output channels, while
-    # im2col's GEMM has a reduction of only c_in*9 <= 36. Measured (min of interleaved rounds,
-    # 2 threads): 3->32 3x3/2 on 224x224 at batch 8 3.1 ms vs im2col 3.6, 3->64 3x3/1 18.4 vs
-    # 21.7; at batch 1, stride 2 im2col wins (0.45 vs 0.55), stride 1 direct (3->64 on 224x224
-    # 2.5 vs 3.3, 3->32 on 112x112 0.32 vs 0.38; `cnnperf bench` medians, since the direct
-    # kernel's stride-phase rewrite). 7x7 and 11x11 stems: im2col (2-4x).
-    if p.c_in // p.g <= 4 and p.kh * p.kw <= 9 and (p.n >= 4 or (p.sh, p.sw) == (1, 1)):
+    # First layers on RGB input (<= 4 channels per group, kernels up to 3x3) at batch >= 4: the
+    # direct kernel shares each input load among four output channels. Measured (min of
+    # interleaved rounds, 2 threads): 3->32 3x3/2 on 224x224 at batch 8 3.1 ms vs im2col 3.6
+    # (plans: implicit_gemm 3.7), 3->64 3x3/1 20.4 vs implicit_gemm 21.0, im2col 28.7.
+    if p.c_in // p.g <= 4 and p.kh * p.kw <= 9 and p.n >= 4:
         return CONV_ALGOS["direct"]
     # Few channels in and out, many images (LeNet-size layers): im2col pays a lowering, an sgemm
     # and an epilogue per image for little work each. At batch 64 (min of interleaved rounds,
     # 2 threads): 1->6 5x5 on 28x28 direct 0.45 ms vs im2col 3.0, 6->16 5x5 on 12x12 0.95 vs
-    # 3.4; but 3->64 5x5 on 32x32 at batch 8 im2col 1.7 vs direct 2.0.
+    # 3.4.
     if p.c_in // p.g <= 8 and p.c_out // p.g <= 16 and p.n >= 4:
         return CONV_ALGOS["direct"]
+    # Other first layers (<= 4 channels per group): implicit GEMM, which reads the input in
+    # place instead of lowering a (c_in*kh*kw, oh*ow) matrix that BLAS then packs again.
+    # Measured with plans (medians of interleaved rounds, 2 threads, relu fused; im2col or
+    # direct / implicit_gemm / PyTorch, ms): ResNet's 7x7/2 stem at batch 1 1.93 / 1.54 / 1.59,
+    # batch 8 17.2 (eager) / 13.2 / 21.3; AlexNet's 11x11/4 1.31 / 1.21 / 1.56 and 11.1 / 8.8 /
+    # 11.9; VGG's 3->64 3x3 at batch 1 2.81 (direct) / 1.77 / 3.24; MobileNetV2's 3->32 3x3/2
+    # at batch 1 0.40 / 0.35 / 0.43; 3->64 5x5 on 32x32 at batch 8 (eager) 1.40 / 1.14.
+    if p.c_in // p.g <= 4:
+        return CONV_ALGOS["implicit_gemm"]
     # 3x3 stride-1 layers with at least 16 channels per group: Winograd. Measured with the weight
     # prepared once (conv_winograd's module docstring): 1.24-2.5x faster than im2col on the
     # ResNet 3x3 layers (64x56x56 .. 512x7x7, batch 1 and 8); it loses on the 3-channel stem
@@ -180,6 +186,25 @@ def _heuristic(p: ConvParams, weight_prepared: bool = False) -> ConvAlgorithm:
         if not weight_prepared and tiles43 * 4096 < (p.c_in // p.g) * p.c_out:
             return CONV_ALGOS["winograd_f23"]
         return CONV_ALGOS["winograd"]
+    # A short reduction (c_in/g*kh*kw <= 144) over many output pixels: implicit GEMM (its
+    # 4x24 micro-kernel keeps a panel of the weight and a tile of the input in L1; longer
+    # reductions stream from L2 and lose to BLAS's blocking). Plans at batch 1 / 8, medians
+    # (im2col / implicit_gemm, ms): MobileNetV2's 16->96 1x1 on 112x112 0.67 / 0.44 and
+    # 9.1 / 6.1, 32->16 0.23 / 0.15 and 2.3 / 2.1, 24->144 on 56x56 0.31 / 0.21, 144->24
+    # 0.26 / 0.23 and 2.22 / 2.21, 64->384 on 14x14 0.128 / 0.098 and 0.76 / 0.61, ResNet-50's
+    # 64->256 on 56x56 0.87 / 0.82; but 160->960 on 7x7 0.21 / 0.24, 256->64 on 56x56
+    # 0.79 / 0.79, 1024->256 on 14x14 0.70 / 0.77. An eager call packs the weight each time:
+    # 64->384 on 14x14 at batch 1 then took 0.163 / 0.190, at batch 8 0.81 / 0.68. Planes of
+    # up to 64 pixels, which im2col lowers several images side by side: digits-ResNet layers
+    # at batch 64 (eager, min of interleaved rounds), 16->32 3x3/2 on 8x8 0.39 / 0.61 ms,
+    # 32->64 1x1/2 on 16x16 at batch 128 1.24 / 1.44; on 32x32 (16x16 out), 16->32 3x3/2
+    # 12.8 / 7.3.
+    if (
+        (p.c_in // p.g) * p.kh * p.kw <= 144
+        and p.oh * p.ow > GEMM_BATCH_MAX_PIXELS
+        and p.n * p.oh * p.ow >= (196 if weight_prepared else 784)
+    ):
+        return CONV_ALGOS["implicit_gemm"]
     # Large stride-1 kernels with enough channels: FFT (measurements in conv_fft.CHOICE_NOTE).
     if conv_fft.fft_wins(p, weight_prepared) and CONV_ALGOS["fft"].why_not(p) is None:
         return CONV_ALGOS["fft"]
@@ -250,14 +275,20 @@ def conv2d(
     return out[0] if unbatched else out
 
 
-def run_conv(algo: ConvAlgorithm, x4: np.ndarray, w_prep, bias, p: ConvParams, epi) -> np.ndarray:
+def run_conv(
+    algo: ConvAlgorithm, x4: np.ndarray, w_prep, bias, p: ConvParams, epi, residual=None
+) -> np.ndarray:
     """Run ``algo`` into a new (n, c_out, oh, ow) array, padding ``x4`` first unless the
     algorithm pads as it reads (shared by conv2d and Conv2dPlan); an empty batch returns an
-    empty array."""
+    empty array. ``residual`` (added before the activation) only for an algorithm that
+    ``fuses_residual``."""
     out = np.empty(p.output_shape, dtype=x4.dtype)
     if p.n > 0:
         x = np.ascontiguousarray(x4) if algo.pads_input else _pad_input(x4, p)
-        algo.run(x, w_prep, bias, p, out, epi)
+        if residual is None:
+            algo.run(x, w_prep, bias, p, out, epi)
+        else:
+            algo.run(x, w_prep, bias, p, out, epi, residual=residual)
     return out
 
 

@@ -29,6 +29,9 @@ class ConvAlgorithm:
     # True: run() takes the unpadded input (n, c_in, h, w) and pads as it reads; False: the
     # caller pads it first (run_padded adapts either to an already padded input).
     pads_input = False
+    # True: run() also takes ``residual=`` (an array shaped as ``out``), added after the bias
+    # and before the activation as the outputs are written.
+    fuses_residual = False
 
     def why_not(self, p: ConvParams) -> str | None:
         """None when this algorithm covers ``p``; otherwise the reason it does not."""

@@ -140,9 +140,11 @@ class Conv2dPlan:
         if residual is not None:
             r4 = self._check_array(residual, "residual", shape, x4).reshape(p.output_shape)
             r4 = np.ascontiguousarray(r4)
-        epi = self.epilogue if r4 is None else NO_EPILOGUE
+        # an algorithm that fuses the residual adds it (and activates) as it writes
+        fused = None if r4 is None or not algorithm.fuses_residual else r4
+        epi = self.epilogue if r4 is None or fused is not None else NO_EPILOGUE
         if out is None:
-            y4 = run_conv(algorithm, x4, prepared, self.bias, p, epi)
+            y4 = run_conv(algorithm, x4, prepared, self.bias, p, epi, fused)
         else:
             self._check_array(out, "out", shape, x4)
             if not out.flags.c_contiguous:
@@ -150,8 +152,8 @@ class Conv2dPlan:
             if residual is not None and np.may_share_memory(out, residual):
                 raise ValueError(f"{op}: out must not overlap residual")
             y4 = out.reshape(p.output_shape)  # a view: out is contiguous
-            run_conv_into(algorithm, x4, prepared, self.bias, p, epi, y4)
-        if r4 is not None:
+            run_conv_into(algorithm, x4, prepared, self.bias, p, epi, y4, fused)
+        if r4 is not None and fused is None:
             apply_residual_epilogue(y4, r4, self.epilogue)
         if out is not None:
             return out
@@ -181,13 +183,23 @@ class Conv2dPlan:
 
 
 def run_conv_into(
-    algo: ConvAlgorithm, x4: np.ndarray, w_prep, bias, p: ConvParams, epi, out: np.ndarray
+    algo: ConvAlgorithm,
+    x4: np.ndarray,
+    w_prep,
+    bias,
+    p: ConvParams,
+    epi,
+    out: np.ndarray,
+    residual: np.ndarray | None = None,
 ) -> None:
     """``run_conv`` into the caller's contiguous ``out`` (n, c_out, oh, ow): the input padded
     first unless the algorithm pads as it reads; nothing to do for an empty batch."""
     if p.n > 0:
         x = np.ascontiguousarray(x4) if algo.pads_input else _pad_input(x4, p)
-        algo.run(x, w_prep, bias, p, out, epi)
+        if residual is None:
+            algo.run(x, w_prep, bias, p, out, epi)
+        else:
+            algo.run(x, w_prep, bias, p, out, epi, residual=residual)
 
 
 def plan_conv2d(weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, input_shape,
