@@ -152,6 +152,7 @@ def test_algorithm_that_does_not_cover_a_case_raises_not_implemented(monkeypatch
         (ConvParams(1, 64, 14, 14, 384, 1, 1), "im2col"),  # eager, few pixels: packing each call
         (ConvParams(1, 160, 7, 7, 960, 1, 1), "im2col"),  # a longer reduction on 7x7
         (ConvParams(64, 16, 8, 8, 32, 3, 3, 2, 2, 1, 1, 1, 1), "im2col"),  # 4x4 out: side by side
+        (ConvParams(1, 1, 8, 8, 16, 3, 3, 1, 1, 1, 1, 1, 1), "direct"),  # digits, batch 1
         (ConvParams(1, 144, 56, 56, 144, 3, 3, 1, 1, 1, 1, 1, 1, g=144), "direct"),  # depthwise
         (ConvParams(8, 32, 112, 112, 32, 3, 3, 1, 1, 1, 1, 1, 1, g=32), "direct"),  # depthwise
     ],

@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .simd import vadd, vbcast, vclamp, vfma, vload, vload_n, vstore_n, vzero
+from .simd import vadd, vbcast, vclamp, vfma, vload, vload_n, vstore, vstore_n, vzero
 
 __all__ = [
     "MR",
@@ -82,7 +82,7 @@ def pad_phase_split(x, pt, pl, sh, sw, hq, wq, used, out):  # pragma: no cover -
                         dst[j] = src[col] if 0 <= col < w else np.float32(0.0)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(inline="always")
 def _tile_3(src, p, offs, a, ab, k):  # pragma: no cover - compiled
     """Accumulators of one 4 x 24 tile: 3 full vectors of 8 pixels per channel."""
     c00 = vzero()
@@ -122,7 +122,7 @@ def _tile_3(src, p, offs, a, ab, k):  # pragma: no cover - compiled
     return c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31, c32
 
 
-@njit(cache=True, error_model="numpy")
+@njit(inline="always")
 def _tile_3n(src, p, offs, a, ab, k, last):  # pragma: no cover - compiled
     """As _tile_3, the third vector holding only ``last`` (1..8) pixels."""
     c00 = vzero()
@@ -162,7 +162,7 @@ def _tile_3n(src, p, offs, a, ab, k, last):  # pragma: no cover - compiled
     return c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31, c32
 
 
-@njit(cache=True, error_model="numpy")
+@njit(inline="always")
 def _tile_2n(src, p, offs, a, ab, k, last):  # pragma: no cover - compiled
     """A 4 x (8 + last) tile: one full vector and one of ``last`` (1..8) pixels."""
     c00 = vzero()
@@ -194,7 +194,7 @@ def _tile_2n(src, p, offs, a, ab, k, last):  # pragma: no cover - compiled
     return c00, c01, z, c10, c11, z, c20, c21, z, c30, c31, z
 
 
-@njit(cache=True, error_model="numpy")
+@njit(inline="always")
 def _tile_1n(src, p, offs, a, ab, k, last):  # pragma: no cover - compiled
     """A 4 x last tile (1..8 pixels): one partial vector."""
     c00 = vzero()
@@ -213,14 +213,51 @@ def _tile_1n(src, p, offs, a, ab, k, last):  # pragma: no cover - compiled
 
 
 @njit(inline="always")
-def _store(out, o, v, count, bias_v, res, has_res, lo, hi):  # pragma: no cover - compiled
-    """``out[o:o+count] = clamp(v + bias [+ res[o:o+count]], lo, hi)`` (count <= 0: nothing),
-    rounded to float32 after every step as the unfused ops are."""
-    if count > 0:
-        v = vadd(v, bias_v)
-        if has_res:
-            v = vadd(v, vload_n(res, o, count))
-        vstore_n(out, o, vclamp(v, lo, hi), count)
+def _finish(v, bias_v, res, o, has_res, lo, hi):  # pragma: no cover - compiled
+    """``clamp(v + bias [+ res[o:o+8]], lo, hi)``, rounded to float32 after every step as
+    the unfused ops are."""
+    v = vadd(v, bias_v)
+    if has_res:
+        v = vadd(v, vload(res, o))
+    return vclamp(v, lo, hi)
+
+
+@njit(inline="always")
+def _finish_n(v, bias_v, res, o, has_res, lo, hi, count):  # pragma: no cover - compiled
+    """:func:`_finish` on the first ``count`` lanes (the residual read only there)."""
+    v = vadd(v, bias_v)
+    if has_res:
+        v = vadd(v, vload_n(res, o, count))
+    return vclamp(v, lo, hi)
+
+
+@njit(inline="always")
+def _store_rows(out, o, plane, acc, n_rows, bias, co, has_bias, res, has_res, lo, hi, neg_zero):
+    # pragma: no cover - compiled
+    """Write a full tile (24 pixels) of ``n_rows`` (1..4) output channels from ``acc``."""
+    for i in range(n_rows):
+        # no bias: add -0.0, which leaves every value (-0.0 too) as it is
+        bias_v = vbcast(bias[co + i]) if has_bias else neg_zero
+        q = o + i * plane
+        vstore(out, q, _finish(acc[3 * i], bias_v, res, q, has_res, lo, hi))
+        vstore(out, q + 8, _finish(acc[3 * i + 1], bias_v, res, q + 8, has_res, lo, hi))
+        vstore(out, q + 16, _finish(acc[3 * i + 2], bias_v, res, q + 16, has_res, lo, hi))
+
+
+@njit(inline="always")
+def _store_rows_n(
+    out, o, plane, acc, n_rows, width, bias, co, has_bias, res, has_res, lo, hi, neg_zero
+):  # pragma: no cover - compiled
+    """Write the first ``width`` (1..23) pixels of a tile of ``n_rows`` output channels; masked
+    moves (slow on AMD, where they are microcoded) only in these tail tiles."""
+    for i in range(n_rows):
+        bias_v = vbcast(bias[co + i]) if has_bias else neg_zero
+        q = o + i * plane
+        for j in range(3):
+            count = min(8, width - 8 * j)
+            if count > 0:
+                v = _finish_n(acc[3 * i + j], bias_v, res, q + 8 * j, has_res, lo, hi, count)
+                vstore_n(out, q + 8 * j, v, count)
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
@@ -298,13 +335,11 @@ def implicit_gemm_conv(
                 else:
                     acc = _tile_1n(src, p, offs, a, ab, k, width)
                 o = (b * c_total + co0 + pan * MR) * plane + y * cols + x0
-                n1 = width - 8
-                n2 = width - 16
-                for i in range(MR):
-                    if pan * MR + i < c_out:
-                        # no bias: add -0.0, which leaves every value (-0.0 too) as it is
-                        bias_v = vbcast(bias[pan * MR + i]) if has_bias else neg_zero
-                        _store(out, o, acc[3 * i], width, bias_v, res, has_res, lo, hi)
-                        _store(out, o + 8, acc[3 * i + 1], n1, bias_v, res, has_res, lo, hi)
-                        _store(out, o + 16, acc[3 * i + 2], n2, bias_v, res, has_res, lo, hi)
-                    o += plane
+                co = pan * MR
+                n_rows = min(MR, c_out - co)
+                if width == NR:
+                    _store_rows(out, o, plane, acc, n_rows, bias, co, has_bias, res, has_res,
+                                lo, hi, neg_zero)  # fmt: skip
+                else:
+                    _store_rows_n(out, o, plane, acc, n_rows, width, bias, co, has_bias, res,
+                                  has_res, lo, hi, neg_zero)  # fmt: skip

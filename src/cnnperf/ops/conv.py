@@ -146,11 +146,13 @@ def _heuristic(p: ConvParams, weight_prepared: bool = False) -> ConvAlgorithm:
     # (144x56x56 at batch 1 and 8, 32x112x112), 1.9x on 960x7x7 and 1.3x at stride 2.
     if p.is_depthwise:
         return CONV_ALGOS["direct"]
-    # First layers on RGB input (<= 4 channels per group, kernels up to 3x3) at batch >= 4: the
-    # direct kernel shares each input load among four output channels. Measured (min of
-    # interleaved rounds, 2 threads): 3->32 3x3/2 on 224x224 at batch 8 3.1 ms vs im2col 3.6
-    # (plans: implicit_gemm 3.7), 3->64 3x3/1 20.4 vs implicit_gemm 21.0, im2col 28.7.
-    if p.c_in // p.g <= 4 and p.kh * p.kw <= 9 and p.n >= 4:
+    # First layers on RGB input (<= 4 channels per group, kernels up to 3x3) at batch >= 4, or
+    # on planes of up to 64 pixels (the digits models): the direct kernel shares each input
+    # load among four output channels. Measured (min of interleaved rounds, 2 threads): 3->32
+    # 3x3/2 on 224x224 at batch 8 3.1 ms vs im2col 3.6 (plans: implicit_gemm 3.7), 3->64 3x3/1
+    # 20.4 vs implicit_gemm 21.0, im2col 28.7.
+    small = p.oh * p.ow <= GEMM_BATCH_MAX_PIXELS
+    if p.c_in // p.g <= 4 and p.kh * p.kw <= 9 and (p.n >= 4 or small):
         return CONV_ALGOS["direct"]
     # Few channels in and out, many images (LeNet-size layers): im2col pays a lowering, an sgemm
     # and an epilogue per image for little work each. At batch 64 (min of interleaved rounds,
@@ -165,7 +167,7 @@ def _heuristic(p: ConvParams, weight_prepared: bool = False) -> ConvAlgorithm:
     # batch 8 17.2 (eager) / 13.2 / 21.3; AlexNet's 11x11/4 1.31 / 1.21 / 1.56 and 11.1 / 8.8 /
     # 11.9; VGG's 3->64 3x3 at batch 1 2.81 (direct) / 1.77 / 3.24; MobileNetV2's 3->32 3x3/2
     # at batch 1 0.40 / 0.35 / 0.43; 3->64 5x5 on 32x32 at batch 8 (eager) 1.40 / 1.14.
-    if p.c_in // p.g <= 4:
+    if p.c_in // p.g <= 4 and not small:
         return CONV_ALGOS["implicit_gemm"]
     # 3x3 stride-1 layers with at least 16 channels per group: Winograd. Measured with the weight
     # prepared once (conv_winograd's module docstring): 1.24-2.5x faster than im2col on the
@@ -201,7 +203,7 @@ def _heuristic(p: ConvParams, weight_prepared: bool = False) -> ConvAlgorithm:
     # 12.8 / 7.3.
     if (
         (p.c_in // p.g) * p.kh * p.kw <= 144
-        and p.oh * p.ow > GEMM_BATCH_MAX_PIXELS
+        and not small
         and p.n * p.oh * p.ow >= (196 if weight_prepared else 784)
     ):
         return CONV_ALGOS["implicit_gemm"]
