@@ -169,6 +169,13 @@ def _heuristic(p: ConvParams, weight_prepared: bool = False) -> ConvAlgorithm:
     # at batch 1 0.40 / 0.35 / 0.43; 3->64 5x5 on 32x32 at batch 8 (eager) 1.40 / 1.14.
     if p.c_in // p.g <= 4 and not small:
         return CONV_ALGOS["implicit_gemm"]
+    # A plan at batch 1 on a plane of at most 64 outputs (ResNet's 512x7x7): Winograd's weight,
+    # 16/9 or 36/9 times the size, streams from memory for a handful of tiles, while implicit
+    # GEMM reads the weight as it is (flat runs, kernels/implicit_gemm.py). ResNet-18 at batch
+    # 1, compiled, min of 20 interleaved runs: 32.7 ms with Winograd on layer4's three 3x3
+    # convolutions, 30.0 with implicit GEMM (kernel alone: 3.6 vs 2.8 ms each).
+    if weight_prepared and p.n * p.oh * p.ow <= GEMM_BATCH_MAX_PIXELS and p.kh * p.kw > 1:
+        return CONV_ALGOS["implicit_gemm"]
     # 3x3 stride-1 layers with at least 16 channels per group: Winograd. Measured with the weight
     # prepared once (conv_winograd's module docstring): 1.24-2.5x faster than im2col on the
     # ResNet 3x3 layers (64x56x56 .. 512x7x7, batch 1 and 8); it loses on the 3-channel stem
