@@ -70,9 +70,16 @@ def test_strides_dilations_groups_against_torch(x_shape, w_shape, kwargs):
 
 
 @pytest.mark.parametrize("act", [None, "relu", "relu6", "silu"])
-@pytest.mark.parametrize("k, stride", [(1, 1), (3, 1), (3, 2)])
-def test_fused_residual_equals_add_then_activation(act, k, stride):
-    x, w, b = _data((2, 6, 9, 11), (10, 6, k, k), seed=3)
+@pytest.mark.parametrize(
+    "k, stride, hw",
+    [(1, 1, (9, 11)), (3, 1, (9, 11)), (3, 2, (9, 11)), (3, 1, (3, 45)), (3, 2, (4, 90))],
+)
+def test_fused_residual_equals_add_then_activation(act, k, stride, hw):
+    # 1x1: the residual added by the micro-kernel; 3x3 on 11 columns: flat runs, added when
+    # compacting; 45 columns (and 45 at stride 2): row tiles, added by the micro-kernel
+    x, w, b = _data((2, 6, *hw), (10, 6, k, k), seed=3)
+    geo = implicit_geometry(ops.conv_params(x.shape, w.shape, stride=stride, padding=k // 2))
+    assert geo.flat == (k == 3 and hw[1] < 45)
     kw = dict(stride=stride, padding=k // 2)
     plan = ops.plan_conv2d(w, b, **kw, input_shape=x.shape, algo=ALGO, activation=act)
     r = np.random.default_rng(4).standard_normal(plan(x).shape).astype(np.float32)
