@@ -148,8 +148,10 @@ def test_algorithm_that_does_not_cover_a_case_raises_not_implemented(monkeypatch
         (ConvParams(64, 6, 12, 12, 16, 5, 5), "direct"),  # LeNet conv2
         (ConvParams(8, 3, 32, 32, 64, 5, 5, pt=2, pb=2, pl=2, pr=2), "implicit_gemm"),
         (ConvParams(1, 16, 112, 112, 96, 1, 1), "implicit_gemm"),  # MobileNetV2 expand, 1x1
-        (ConvParams(8, 64, 14, 14, 384, 1, 1), "implicit_gemm"),
-        (ConvParams(1, 64, 14, 14, 384, 1, 1), "im2col"),  # eager, few pixels: packing each call
+        (ConvParams(1, 144, 56, 56, 24, 1, 1), "implicit_gemm"),  # its project
+        (ConvParams(8, 144, 56, 56, 24, 1, 1), "im2col"),  # batch 8
+        (ConvParams(1, 64, 56, 56, 256, 1, 1), "im2col"),  # wide outputs: ResNet-50's expand
+        (ConvParams(1, 64, 56, 56, 128, 1, 1, 2, 2), "implicit_gemm"),  # ResNet-18 downsample
         (ConvParams(1, 160, 7, 7, 960, 1, 1), "im2col"),  # a longer reduction on 7x7
         (ConvParams(64, 16, 8, 8, 32, 3, 3, 2, 2, 1, 1, 1, 1), "im2col"),  # 4x4 out: side by side
         (ConvParams(1, 1, 8, 8, 16, 3, 3, 1, 1, 1, 1, 1, 1), "direct"),  # digits, batch 1
@@ -181,8 +183,9 @@ VGG_512_28_B8 = ConvParams(8, 512, 28, 28, 512, 3, 3, 1, 1, 1, 1, 1, 1)
         (ALEXNET_CONV2, False, "fft"),  # eager 5x5, batch 8: it does
         (ALEXNET_CONV2, True, "fft"),
         (ConvParams(1, 64, 56, 56, 64, 7, 7, 1, 1, 3, 3, 3, 3), False, "fft"),  # 7x7 stride 1
-        (ConvParams(1, 64, 14, 14, 384, 1, 1), True, "implicit_gemm"),  # packed once
-        (ConvParams(1, 144, 56, 56, 24, 1, 1), True, "implicit_gemm"),
+        (ConvParams(1, 32, 14, 14, 64, 1, 1), True, "implicit_gemm"),  # packed once: 196 px
+        (ConvParams(1, 32, 14, 14, 64, 1, 1), False, "im2col"),  # eager: packed every call
+        (ConvParams(1, 64, 14, 14, 384, 1, 1), True, "im2col"),  # wide outputs
         (ConvParams(1, 256, 56, 56, 64, 1, 1), True, "im2col"),
     ],
 )

@@ -195,23 +195,19 @@ def _heuristic(p: ConvParams, weight_prepared: bool = False) -> ConvAlgorithm:
         if not weight_prepared and tiles43 * 4096 < (p.c_in // p.g) * p.c_out:
             return CONV_ALGOS["winograd_f23"]
         return CONV_ALGOS["winograd"]
-    # A short reduction (c_in/g*kh*kw <= 144) over many output pixels: implicit GEMM (its
-    # 4x24 micro-kernel keeps a panel of the weight and a tile of the input in L1; longer
-    # reductions stream from L2 and lose to BLAS's blocking). Plans at batch 1 / 8, medians
-    # (im2col / implicit_gemm, ms): MobileNetV2's 16->96 1x1 on 112x112 0.67 / 0.44 and
-    # 9.1 / 6.1, 32->16 0.23 / 0.15 and 2.3 / 2.1, 24->144 on 56x56 0.31 / 0.21, 144->24
-    # 0.26 / 0.23 and 2.22 / 2.21, 64->384 on 14x14 0.128 / 0.098 and 0.76 / 0.61, ResNet-50's
-    # 64->256 on 56x56 0.87 / 0.82; but 160->960 on 7x7 0.21 / 0.24, 256->64 on 56x56
-    # 0.79 / 0.79, 1024->256 on 14x14 0.70 / 0.77. An eager call packs the weight each time:
-    # 64->384 on 14x14 at batch 1 then took 0.163 / 0.190, at batch 8 0.81 / 0.68. Planes of
-    # up to 64 pixels, which im2col lowers several images side by side: digits-ResNet layers
-    # at batch 64 (eager, min of interleaved rounds), 16->32 3x3/2 on 8x8 0.39 / 0.61 ms,
-    # 32->64 1x1/2 on 16x16 at batch 128 1.24 / 1.44; on 32x32 (16x16 out), 16->32 3x3/2
-    # 12.8 / 7.3.
+    # A short reduction (c_in/g*kh*kw <= 144) into at most 128 channels, one image of at least
+    # 196 (plans) or 784 (eager) pixels: implicit GEMM (its 4x24 micro-kernel keeps a weight
+    # panel and a tile of the input in L1, and writes the epilogue as it goes). Two full
+    # `cnnperf bench` runs (eager medians, implicit_gemm / im2col): MobileNetV2's 32->16 1x1 on
+    # 112x112 0.88 and 0.81, 144->24 on 56x56 1.02 and 0.93, 16->96 on 112x112 1.07 and 1.01,
+    # ResNet-18's 64->128 1x1/2 0.95 and 0.95. Wider outputs and batch 8 lost: 64->256 on
+    # 56x56 1.41 and 1.30 (batch 8: 1.35, 1.32), 64->384 on 14x14 1.42 and 1.28, 24->144 on
+    # 56x56 1.00 and 1.05; at batch 8 32->16 1.12 and 1.10, 144->24 1.14 and 1.16.
     if (
         (p.c_in // p.g) * p.kh * p.kw <= 144
-        and not small
-        and p.n * p.oh * p.ow >= (196 if weight_prepared else 784)
+        and p.n == 1
+        and p.c_out // p.g <= 128
+        and p.oh * p.ow >= (196 if weight_prepared else 784)
     ):
         return CONV_ALGOS["implicit_gemm"]
     # Large stride-1 kernels with enough channels: FFT (measurements in conv_fft.CHOICE_NOTE).
