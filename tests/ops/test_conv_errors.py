@@ -152,6 +152,8 @@ def test_algorithm_that_does_not_cover_a_case_raises_not_implemented(monkeypatch
         (ConvParams(8, 144, 56, 56, 24, 1, 1), "im2col"),  # batch 8
         (ConvParams(1, 64, 56, 56, 256, 1, 1), "im2col"),  # wide outputs: ResNet-50's expand
         (ConvParams(1, 64, 56, 56, 128, 1, 1, 2, 2), "implicit_gemm"),  # ResNet-18 downsample
+        (ConvParams(8, 128, 28, 28, 256, 1, 1, 2, 2), "implicit_gemm"),
+        (ConvParams(1, 128, 28, 28, 256, 1, 1, 2, 2), "im2col"),  # 196 px at batch 1
         (ConvParams(1, 160, 7, 7, 960, 1, 1), "im2col"),  # a longer reduction on 7x7
         (ConvParams(64, 16, 8, 8, 32, 3, 3, 2, 2, 1, 1, 1, 1), "im2col"),  # 4x4 out: side by side
         (ConvParams(1, 1, 8, 8, 16, 3, 3, 1, 1, 1, 1, 1, 1), "direct"),  # digits, batch 1

@@ -203,8 +203,23 @@ def _heuristic(p: ConvParams, weight_prepared: bool = False) -> ConvAlgorithm:
     # ResNet-18's 64->128 1x1/2 0.95 and 0.95. Wider outputs and batch 8 lost: 64->256 on
     # 56x56 1.41 and 1.30 (batch 8: 1.35, 1.32), 64->384 on 14x14 1.42 and 1.28, 24->144 on
     # 56x56 1.00 and 1.05; at batch 8 32->16 1.12 and 1.10, 144->24 1.14 and 1.16.
+    # Strided 1x1 layers (ResNet downsampling) at any batch: im2col first copies the strided
+    # pixels, implicit GEMM reads them from their stride phase in place. Three full runs at
+    # batch 8 (implicit_gemm / im2col): 64->128 on 56x56 0.96, 0.97, 0.79; 128->256 on 28x28
+    # 1.00, 0.99, 0.81. Not on planes of up to 64 pixels, which im2col lowers several images
+    # side by side (a digits ResNet's 32->64 1x1/2 on 16x16 at batch 128, eager, min of
+    # interleaved rounds: 1.44 ms vs im2col 1.24).
+    short = (p.c_in // p.g) * p.kh * p.kw <= 144
     if (
-        (p.c_in // p.g) * p.kh * p.kw <= 144
+        short
+        and (p.kh, p.kw) == (1, 1)
+        and p.sh * p.sw > 1
+        and not small
+        and p.n * p.oh * p.ow >= 784
+    ):
+        return CONV_ALGOS["implicit_gemm"]
+    if (
+        short
         and p.n == 1
         and p.c_out // p.g <= 128
         and p.oh * p.ow >= (196 if weight_prepared else 784)
