@@ -83,8 +83,9 @@ def pad_phase_split(x, pt, pl, sh, sw, hq, wq, used, out):  # pragma: no cover -
 
 
 @njit(inline="always")
-def _tile_3(src, p, offs, a, ab, k):  # pragma: no cover - compiled
-    """Accumulators of one 4 x 24 tile: 3 full vectors of 8 pixels per channel."""
+def _tile_3(src, p, offs, a, ab, k, last):  # pragma: no cover - compiled
+    """Accumulators of one 4 x (16 + last) tile: 3 vectors of 8 pixels per channel, the third
+    holding ``last`` (1..8); a masked load (slow on AMD) only when ``last < 8``."""
     c00 = vzero()
     c01 = vzero()
     c02 = vzero()
@@ -101,47 +102,7 @@ def _tile_3(src, p, offs, a, ab, k):  # pragma: no cover - compiled
         q = p + offs[t]
         b0 = vload(src, q)
         b1 = vload(src, q + 8)
-        b2 = vload(src, q + 16)
-        w = vbcast(a[ab])
-        c00 = vfma(w, b0, c00)
-        c01 = vfma(w, b1, c01)
-        c02 = vfma(w, b2, c02)
-        w = vbcast(a[ab + 1])
-        c10 = vfma(w, b0, c10)
-        c11 = vfma(w, b1, c11)
-        c12 = vfma(w, b2, c12)
-        w = vbcast(a[ab + 2])
-        c20 = vfma(w, b0, c20)
-        c21 = vfma(w, b1, c21)
-        c22 = vfma(w, b2, c22)
-        w = vbcast(a[ab + 3])
-        c30 = vfma(w, b0, c30)
-        c31 = vfma(w, b1, c31)
-        c32 = vfma(w, b2, c32)
-        ab += MR
-    return c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31, c32
-
-
-@njit(inline="always")
-def _tile_3n(src, p, offs, a, ab, k, last):  # pragma: no cover - compiled
-    """As _tile_3, the third vector holding only ``last`` (1..8) pixels."""
-    c00 = vzero()
-    c01 = vzero()
-    c02 = vzero()
-    c10 = vzero()
-    c11 = vzero()
-    c12 = vzero()
-    c20 = vzero()
-    c21 = vzero()
-    c22 = vzero()
-    c30 = vzero()
-    c31 = vzero()
-    c32 = vzero()
-    for t in range(k):
-        q = p + offs[t]
-        b0 = vload(src, q)
-        b1 = vload(src, q + 8)
-        b2 = vload_n(src, q + 16, last)
+        b2 = vload(src, q + 16) if last == 8 else vload_n(src, q + 16, last)
         w = vbcast(a[ab])
         c00 = vfma(w, b0, c00)
         c01 = vfma(w, b1, c01)
@@ -327,9 +288,9 @@ def implicit_gemm_conv(
             for pan in range(p_lo, p_hi):
                 ab = pan * k * MR
                 if width == NR:
-                    acc = _tile_3(src, p, offs, a, ab, k)
+                    acc = _tile_3(src, p, offs, a, ab, k, 8)
                 elif width > 16:
-                    acc = _tile_3n(src, p, offs, a, ab, k, width - 16)
+                    acc = _tile_3(src, p, offs, a, ab, k, width - 16)
                 elif width > 8:
                     acc = _tile_2n(src, p, offs, a, ab, k, width - 8)
                 else:
