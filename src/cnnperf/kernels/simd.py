@@ -6,8 +6,9 @@ scalar (~10 GFLOP/s on 2 cores), and with LLVM's SLP vectoriser on (NUMBA_SLP_VE
 the accumulators were packed and unpacked on every iteration (~8 GFLOP/s). These intrinsics
 expose LLVM's ``<8 x float>`` as a Numba type, so that a kernel holds, say, 12 vector
 accumulators as plain local variables; LLVM keeps them in ymm registers (AVX2: 16 of them;
-AVX-512 machines have 32). A 4 x 24 micro-kernel built from them ran at 150-180 GFLOP/s on
-the 2-core development machine, next to OpenBLAS's sgemm (see ``kernels/implicit_gemm.py``).
+AVX-512 machines have 32). A 4 x 24 micro-kernel built from them ran at 127-179 GFLOP/s (150
+or more on 6 of 8 GEMM shapes) on the 2-core development machine, next to OpenBLAS's sgemm at
+115-180 on the same shapes (see ``kernels/implicit_gemm.py``).
 
 Every load and store is unchecked: callers guarantee the indices are in bounds (the masked
 forms read and write only the first ``count`` lanes). Arrays must be contiguous float32.

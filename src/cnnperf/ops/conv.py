@@ -195,29 +195,24 @@ def _heuristic(p: ConvParams, weight_prepared: bool = False) -> ConvAlgorithm:
         if not weight_prepared and tiles43 * 4096 < (p.c_in // p.g) * p.c_out:
             return CONV_ALGOS["winograd_f23"]
         return CONV_ALGOS["winograd"]
-    # A short reduction (c_in/g*kh*kw <= 144) into at most 128 channels, one image of at least
-    # 196 (plans) or 784 (eager) pixels: implicit GEMM (its 4x24 micro-kernel keeps a weight
-    # panel and a tile of the input in L1, and writes the epilogue as it goes). Two full
-    # `cnnperf bench` runs (eager medians, implicit_gemm / im2col): MobileNetV2's 32->16 1x1 on
-    # 112x112 0.88 and 0.81, 144->24 on 56x56 1.02 and 0.93, 16->96 on 112x112 1.07 and 1.01,
-    # ResNet-18's 64->128 1x1/2 0.95 and 0.95. Wider outputs and batch 8 lost: 64->256 on
-    # 56x56 1.41 and 1.30 (batch 8: 1.35, 1.32), 64->384 on 14x14 1.42 and 1.28, 24->144 on
-    # 56x56 1.00 and 1.05; at batch 8 32->16 1.12 and 1.10, 144->24 1.14 and 1.16.
-    # Strided 1x1 layers (ResNet downsampling) at any batch: im2col first copies the strided
-    # pixels, implicit GEMM reads them from their stride phase in place. Three full runs at
-    # batch 8 (implicit_gemm / im2col): 64->128 on 56x56 0.96, 0.97, 0.79; 128->256 on 28x28
-    # 1.00, 0.99, 0.81. Not on planes of up to 64 pixels, which im2col lowers several images
-    # side by side (a digits ResNet's 32->64 1x1/2 on 16x16 at batch 128, eager, min of
-    # interleaved rounds: 1.44 ms vs im2col 1.24).
+    # Strided 1x1 layers (ResNet downsampling) with a short reduction (c_in/g <= 144), at any
+    # batch: im2col first copies the strided pixels, implicit GEMM reads them from their
+    # stride phase in place. Three full `cnnperf bench` runs at batch 8 (eager medians,
+    # implicit_gemm / im2col): 64->128 on 56x56 0.96, 0.97, 0.79; 128->256 on 28x28 1.00, 0.99,
+    # 0.81; at batch 1, 64->128 0.95 and 0.95. Not on planes of up to 64 pixels, which im2col
+    # lowers several images side by side (a digits ResNet's 32->64 1x1/2 on 16x16 at batch 128,
+    # eager, min of interleaved rounds: 1.44 ms vs im2col 1.24).
     short = (p.c_in // p.g) * p.kh * p.kw <= 144
-    if (
-        short
-        and (p.kh, p.kw) == (1, 1)
-        and p.sh * p.sw > 1
-        and not small
-        and p.n * p.oh * p.ow >= 784
-    ):
+    strided_1x1 = (p.kh, p.kw) == (1, 1) and p.sh * p.sw > 1
+    if short and strided_1x1 and not small and p.n * p.oh * p.ow >= 784:
         return CONV_ALGOS["implicit_gemm"]
+    # Other short reductions (c_in/g*kh*kw <= 144) into at most 128 channels, one image of at
+    # least 196 (plans) or 784 (eager) pixels: implicit GEMM (its 4x24 micro-kernel keeps a
+    # weight panel and a tile of the input in L1, and writes the epilogue as it goes). Two full
+    # runs (as above): MobileNetV2's 32->16 1x1 on 112x112 0.88 and 0.81, 144->24 on 56x56
+    # 1.02 and 0.93, 16->96 on 112x112 1.07 and 1.01. Wider outputs and batch 8 lost: 64->256
+    # on 56x56 1.41 and 1.30 (batch 8: 1.35, 1.32), 64->384 on 14x14 1.42 and 1.28, 24->144 on
+    # 56x56 1.00 and 1.05; at batch 8 32->16 1.12 and 1.10, 144->24 1.14 and 1.16.
     if (
         short
         and p.n == 1
@@ -298,18 +293,32 @@ def conv2d(
 def run_conv(
     algo: ConvAlgorithm, x4: np.ndarray, w_prep, bias, p: ConvParams, epi, residual=None
 ) -> np.ndarray:
-    """Run ``algo`` into a new (n, c_out, oh, ow) array, padding ``x4`` first unless the
-    algorithm pads as it reads (shared by conv2d and Conv2dPlan); an empty batch returns an
-    empty array. ``residual`` (added before the activation) only for an algorithm that
-    ``fuses_residual``."""
+    """Run ``algo`` into a new (n, c_out, oh, ow) array (shared by conv2d and Conv2dPlan); see
+    :func:`run_conv_into`."""
     out = np.empty(p.output_shape, dtype=x4.dtype)
+    run_conv_into(algo, x4, w_prep, bias, p, epi, out, residual)
+    return out
+
+
+def run_conv_into(
+    algo: ConvAlgorithm,
+    x4: np.ndarray,
+    w_prep,
+    bias,
+    p: ConvParams,
+    epi,
+    out: np.ndarray,
+    residual: np.ndarray | None = None,
+) -> None:
+    """Run ``algo`` into the caller's contiguous ``out`` (n, c_out, oh, ow), padding ``x4``
+    first unless the algorithm pads as it reads; nothing to do for an empty batch.
+    ``residual`` (added before the activation) only for an algorithm that ``fuses_residual``."""
     if p.n > 0:
         x = np.ascontiguousarray(x4) if algo.pads_input else _pad_input(x4, p)
         if residual is None:
             algo.run(x, w_prep, bias, p, out, epi)
         else:
             algo.run(x, w_prep, bias, p, out, epi, residual=residual)
-    return out
 
 
 def _transpose_params(op, x_shape, w_shape, stride, padding, output_padding, groups, dilation):

@@ -18,12 +18,13 @@ import numpy as np
 from .. import config
 from ..shapes import ConvParams
 from .conv_algos import CONV_ALGOS, ConvAlgorithm, register_conv_algo
-from .epilogue import NO_EPILOGUE, Epilogue, apply_epilogue
+from .epilogue import NO_EPILOGUE, Epilogue, apply_epilogue, apply_residual_epilogue
 
 __all__ = ["ImplicitGemmConv", "ImplicitGemmWeight", "implicit_geometry"]
 
 # Activations the micro-kernel applies as it stores (kernels.epilogue codes: relu, relu6).
 FUSED_ACTS = (0, 1, 2)
+_EMPTY = np.zeros(1, dtype=np.float32)  # no bias / no residual
 
 
 @dataclass(frozen=True)
@@ -117,12 +118,9 @@ class ImplicitGemmConv(ConvAlgorithm):
         if not isinstance(w_prep, ImplicitGemmWeight):
             w_prep = self.prepare_weight(w_prep, p)
         if x.dtype != np.float32 or not w_prep.packed:
-            CONV_ALGOS["im2col"].run(x, w_prep.weight, bias, p, out, epi if residual is None
-                                     else NO_EPILOGUE)  # fmt: skip
-            if residual is not None:
-                from .epilogue import apply_residual_epilogue
-
-                apply_residual_epilogue(out, residual, epi)
+            act = epi.code if residual is None else 0
+            CONV_ALGOS["im2col"].run(x, w_prep.weight, bias, p, out, Epilogue(act, epi.alpha))
+            _finish_epilogue(out, residual, False, act, epi)
             return
         from ..kernels import sync_threads
         from ..kernels.implicit_gemm import implicit_gemm_conv, pad_phase_split
@@ -135,7 +133,7 @@ class ImplicitGemmConv(ConvAlgorithm):
             split = np.empty((p.n, p.c_in, p.sh, p.sw, geo.hq, geo.wq), dtype=np.float32)
             pad_phase_split(x, p.pt, p.pl, p.sh, p.sw, geo.hq, geo.wq, geo.used, split)
             src = split.reshape(-1)  # (n, c_in, sh, sw, hq, wq)
-        # flat runs: the residual (which has no columns past ow) is added when compacting
+        # flat runs: the residual (which has no columns past ow) is added after compacting
         fused_res = residual is not None and not geo.flat
         act = epi.code if epi.code in FUSED_ACTS and (residual is None or fused_res) else 0
         has_bias = bias is not None
@@ -162,14 +160,16 @@ class ImplicitGemmConv(ConvAlgorithm):
                                                geo.wq * item, item), writeable=False,
             )  # fmt: skip
             np.copyto(out, rows)
-        if residual is not None and not fused_res:
-            from .epilogue import apply_residual_epilogue
-
-            apply_residual_epilogue(out, residual, epi)
-        elif act != epi.code:
-            apply_epilogue(out, None, epi)
+        _finish_epilogue(out, residual, fused_res, act, epi)
 
 
-_EMPTY = np.zeros(1, dtype=np.float32)
+def _finish_epilogue(out, residual, fused_res: bool, act: int, epi: Epilogue) -> None:
+    """What the kernel left of ``epi`` (and the residual, unless it ``fused_res``): the
+    bias is in ``out`` already, the activation ``act`` applied."""
+    if residual is not None and not fused_res:
+        apply_residual_epilogue(out, residual, epi)
+    elif act != epi.code:
+        apply_epilogue(out, None, epi)
+
 
 register_conv_algo(ImplicitGemmConv())

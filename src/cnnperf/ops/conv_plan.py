@@ -16,9 +16,8 @@ import dataclasses
 
 import numpy as np
 
-from ..shapes import ConvParams
 from ._validate import as_batched_4d, as_float_array, check_same_dtype
-from .conv import _check_bias, _pad_input, conv_params, run_conv, select_conv_algo
+from .conv import _check_bias, conv_params, run_conv, run_conv_into, select_conv_algo
 from .conv_algos import ConvAlgorithm
 from .epilogue import NO_EPILOGUE, apply_residual_epilogue, parse_activation
 
@@ -180,26 +179,6 @@ class Conv2dPlan:
 
     def __repr__(self) -> str:
         return f"Conv2dPlan({self.params}, algorithm={self.algorithm.name!r})"
-
-
-def run_conv_into(
-    algo: ConvAlgorithm,
-    x4: np.ndarray,
-    w_prep,
-    bias,
-    p: ConvParams,
-    epi,
-    out: np.ndarray,
-    residual: np.ndarray | None = None,
-) -> None:
-    """``run_conv`` into the caller's contiguous ``out`` (n, c_out, oh, ow): the input padded
-    first unless the algorithm pads as it reads; nothing to do for an empty batch."""
-    if p.n > 0:
-        x = np.ascontiguousarray(x4) if algo.pads_input else _pad_input(x4, p)
-        if residual is None:
-            algo.run(x, w_prep, bias, p, out, epi)
-        else:
-            algo.run(x, w_prep, bias, p, out, epi, residual=residual)
 
 
 def plan_conv2d(weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, input_shape,
