@@ -115,7 +115,7 @@ def test_uniform_inits_fill_torchs_bound(fn, kwargs, bound):
     w = np.empty((32, 64, 3, 3), np.float32)
     wt = torch.empty(32, 64, 3, 3)
     fn(w, generator=0, **kwargs)
-    getattr(torch.nn.init, fn.__name__)(wt, **kwargs)
+    getattr(torch.nn.init, fn.__name__)(wt, generator=torch.Generator().manual_seed(0), **kwargs)
     for values in (w, wt.numpy()):  # the same support, filled
         assert np.abs(values).max() <= bound * (1 + 1e-6)
         assert np.abs(values).max() > 0.99 * bound
@@ -133,7 +133,9 @@ def test_uniform_inits_fill_torchs_bound(fn, kwargs, bound):
 )
 def test_normal_inits_have_torchs_std(fn, kwargs, std):
     w = fn(nn.Parameter(np.empty((32, 64, 3, 3), np.float32)), generator=1, **kwargs)
-    wt = getattr(torch.nn.init, fn.__name__)(torch.empty(32, 64, 3, 3), **kwargs)
+    # both draws seeded: the bounds sit ~3 standard errors out, so unseeded runs fail ~1 in 200
+    g = torch.Generator().manual_seed(1)
+    wt = getattr(torch.nn.init, fn.__name__)(torch.empty(32, 64, 3, 3), generator=g, **kwargs)
     for values in (w.data, wt.numpy()):
         assert abs(values.std() / std - 1) < 0.02
         assert abs(values.mean()) < 0.02 * std
