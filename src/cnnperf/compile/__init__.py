@@ -21,6 +21,7 @@ import types as _types
 from .api import compile_model
 from .executor import CompiledModel, compile_graph
 from .graph import OPS, Graph, Node
+from .layout import choose_layout, undo_layout
 from .memory import MemoryPlan, plan_memory
 from .passes import (
     DEFAULT_PASSES,
@@ -51,6 +52,8 @@ __all__ = [
     "fuse_conv_activation",
     "fuse_residual_add",
     "fuse_gelu_pattern",
+    "choose_layout",
+    "undo_layout",
     "DEFAULT_PASSES",
 ]
 

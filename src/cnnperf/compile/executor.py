@@ -218,9 +218,9 @@ def compile_graph(
     *,
     planned_buffers: bool = True,
 ) -> CompiledModel:
-    """Apply ``passes`` (default: eliminate_identity, fold_batchnorm, fuse_residual_add,
-    fuse_conv_activation; ``()`` for none) and build the executor (``planned_buffers``: see
-    :class:`CompiledModel`)."""
+    """Apply ``passes`` (default ``DEFAULT_PASSES``: eliminate_identity, fuse_gelu_pattern,
+    fold_batchnorm, fuse_residual_add, fuse_conv_activation, choose_layout; ``()`` for none)
+    and build the executor (``planned_buffers``: see :class:`CompiledModel`)."""
     g = graph.validate()
     for p in DEFAULT_PASSES if passes is None else passes:
         g = p(g)

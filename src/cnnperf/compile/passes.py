@@ -5,6 +5,8 @@
 - :func:`fuse_residual_add`: let a conv add a residual (and apply the activation after the
   add) as it writes: ``relu(conv(x) + r)`` becomes one conv node.
 - :func:`fuse_conv_activation`: let a conv apply the activation that follows it as it writes.
+- :func:`~cnnperf.compile.layout.choose_layout` (last, in :mod:`.layout`): chains of
+  depthwise-separable convolutions on the channel-blocked layout.
 - :func:`fuse_gelu_pattern`: GELU spelled in erf or tanh and arithmetic (as exporters write
   it) becomes one ``gelu`` node, which a conv before it can then carry as its activation.
 
@@ -27,6 +29,7 @@ import math
 import numpy as np
 
 from .graph import Graph, Node
+from .layout import choose_layout
 from .runtime import activation_of
 from .shapes import infer_shapes
 
@@ -371,4 +374,5 @@ DEFAULT_PASSES = (
     fold_batchnorm,
     fuse_residual_add,
     fuse_conv_activation,
+    choose_layout,
 )

@@ -69,6 +69,8 @@ def _conv(node: Node, graph: Graph, shapes: dict) -> Kernel:
     bias = _const(graph, node.inputs[2], node) if n_bias else None
     x_shape = shapes[node.inputs[0]]
     pt, pb, pl, pr = a.get("pads", (0, 0, 0, 0))
+    if a.get("layout", "nchw") == "nchw8c":
+        return _conv_blocked(node, weight, bias, x_shape, residual)
     plan = ops.plan_conv2d(
         weight,
         bias,
@@ -96,6 +98,62 @@ def _conv(node: Node, graph: Graph, shapes: dict) -> Kernel:
     call.into = into  # for the executor's planned buffers: write into ``out``
     args = [node.inputs[0], node.inputs[-1]] if residual else node.inputs[:1]
     return call, args
+
+
+class _Named:
+    """What CompiledModel.profile reads of a conv's plan: ``algorithm_for(n)[0].name``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def algorithm_for(self, n: int) -> tuple:
+        return self, None
+
+
+def _conv_blocked(node: Node, weight, bias, x_shape, residual: bool) -> Kernel:
+    """A conv2d with layout nchw8c: reads and writes channel-blocked arrays."""
+    a = node.attrs
+    pt, pb, pl, pr = a.get("pads", (0, 0, 0, 0))
+    try:
+        conv = ops.BlockedConv2d(
+            weight, bias, stride=a.get("stride", (1, 1)), padding=((pt, pb), (pl, pr)),
+            dilation=a.get("dilation", (1, 1)), groups=a.get("groups", 1),
+            activation=a.get("activation"),
+            input_shape=(x_shape[0], x_shape[1] * x_shape[4], x_shape[2], x_shape[3]),
+        )  # fmt: skip
+    except ValueError as e:
+        raise ValueError(f"conv2d {node.name!r}: {e}") from None
+
+    def call(x, r=None, out=None):
+        try:
+            return (conv(x, residual=r, out=out),)
+        except ValueError as e:
+            raise ValueError(f"conv2d {node.name!r}: {e}") from None
+
+    def into(out, x, r=None):
+        return call(x, r, out if out.shape == conv.output_shape(x.shape[0]) else None)
+
+    call.plan = _Named("blocked_depthwise" if conv.depthwise else "blocked_pointwise")
+    call.into = into
+    args = [node.inputs[0], node.inputs[-1]] if residual else node.inputs[:1]
+    return call, args
+
+
+def _reorder(fn: Callable) -> Callable:
+    def builder(node: Node, graph: Graph, shapes: dict) -> Kernel:
+        def call(x):
+            return (fn(x),)
+
+        def into(out, x):
+            try:
+                return (fn(x, out),)
+            except ValueError:  # the planned buffer does not fit this run: allocate
+                return call(x)
+
+        call.into = into
+        return call, node.inputs[:1]
+
+    return builder
 
 
 def _windows(xp: np.ndarray, k, s, d, out_hw) -> np.ndarray:
@@ -298,6 +356,8 @@ _BUILDERS: dict[str, Callable[[Node, Graph, dict], Kernel]] = {
     "max_pool2d": _pool,
     "avg_pool2d": _pool,
     "batch_norm": _batch_norm,
+    "to_blocked": _reorder(ops.to_blocked),
+    "from_blocked": _reorder(ops.from_blocked),
     "gemm": _gemm,
     "hardsigmoid": _hardsigmoid,
     "clip": _clip,

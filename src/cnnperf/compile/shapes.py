@@ -81,6 +81,13 @@ def _spatial(node: Node, x: Shape) -> tuple[int, int]:
 
 
 def _conv(node: Node, s: list[Shape]) -> list[Shape]:
+    if node.attrs.get("layout", "nchw") == "nchw8c":
+        x = s[0]
+        if len(x) != 5 or x[4] != 8:
+            raise ValueError(f"conv2d {node.name!r}: layout nchw8c needs an (n, c/8, h, w, 8) "
+                             f"input, got {x}")  # fmt: skip
+        n, c_out, oh, ow = _conv(_as_nchw(node), [_logical(x), *s[1:]])[0]
+        return [(n, c_out // 8, oh, ow, 8)]
     h, w = _spatial(node, s[0])
     c_out, _, kh, kw = s[1]
     a = node.attrs
@@ -91,6 +98,31 @@ def _conv(node: Node, s: list[Shape]) -> list[Shape]:
     if oh < 1 or ow < 1:
         raise ValueError(f"conv2d {node.name!r}: input {s[0]} gives an empty output ({oh}x{ow})")
     return [(s[0][0], c_out, oh, ow)]
+
+
+def _logical(x: Shape) -> Shape:
+    """A channel-blocked (n, c/8, h, w, 8) shape as the (n, c, h, w) it holds."""
+    return (x[0], x[1] * x[4], x[2], x[3])
+
+
+def _as_nchw(node: Node) -> Node:
+    return Node(node.op, node.inputs, node.outputs,
+                {k: v for k, v in node.attrs.items() if k != "layout"}, node.name)  # fmt: skip
+
+
+def _to_blocked(node: Node, s: list[Shape]) -> list[Shape]:
+    x = s[0]
+    if len(x) != 4 or x[1] is None or x[1] % 8:
+        raise ValueError(f"to_blocked {node.name!r}: needs (n, c, h, w) with c a multiple of 8, "
+                         f"got {x}")  # fmt: skip
+    return [(x[0], x[1] // 8, x[2], x[3], 8)]
+
+
+def _from_blocked(node: Node, s: list[Shape]) -> list[Shape]:
+    x = s[0]
+    if len(x) != 5 or x[4] != 8:
+        raise ValueError(f"from_blocked {node.name!r}: needs (n, c/8, h, w, 8), got {x}")
+    return [_logical(x)]
 
 
 def _pool(node: Node, s: list[Shape]) -> list[Shape]:
@@ -290,6 +322,8 @@ _REDUCING = ("reduce_mean", "reduce_sum", "reduce_max", "reduce_min", "reduce_l2
 
 _RULES = {
     "conv2d": _conv,
+    "to_blocked": _to_blocked,
+    "from_blocked": _from_blocked,
     "max_pool2d": _pool,
     "avg_pool2d": _pool,
     "global_avg_pool2d": lambda n, s: [(*s[0][:2], 1, 1)],

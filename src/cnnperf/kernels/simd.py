@@ -33,6 +33,7 @@ __all__ = [
     "vec8f",
     "vzero",
     "vbcast",
+    "vbcast_load",
     "vload",
     "vload_n",
     "vstore",
@@ -124,6 +125,22 @@ def vbcast(typingctx, x):
         return builder.shuffle_vector(v, ir.Constant(_VEC, ir.Undefined), zeros)
 
     return vec8f(x), codegen
+
+
+@intrinsic
+def vbcast_load(typingctx, a, i):
+    """``a.flat[i]`` in every lane, unchecked (one ``vbroadcastss`` from memory; indexing the
+    array instead adds Numba's negative-index wraparound to every load)."""
+    _check_float32_array("vbcast_load", a)
+
+    def codegen(context, builder, sig, args):
+        data = context.make_array(sig.args[0])(context, builder, args[0]).data
+        x = builder.load(builder.gep(data, [args[1]]), align=4)
+        v = builder.insert_element(ir.Constant(_VEC, ir.Undefined), x, ir.Constant(_I32, 0))
+        zeros = ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES)
+        return builder.shuffle_vector(v, ir.Constant(_VEC, ir.Undefined), zeros)
+
+    return vec8f(a, i), codegen
 
 
 @intrinsic

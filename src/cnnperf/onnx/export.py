@@ -25,6 +25,7 @@ from .._atomic import atomic_write_bytes
 from .._version import __version__
 from ..compile.executor import CompiledModel
 from ..compile.graph import Graph
+from ..compile.layout import undo_layout
 from ..compile.shapes import infer_shapes
 from ..compile.trace import trace
 from .export_ops import NETWORK_EXPORTERS, ExportContext
@@ -257,7 +258,7 @@ def _graph_of(model: Any, input_shape: Any, dynamic_batch: bool) -> tuple[Graph,
             "cnnperf.onnx.save expects a cnnperf.nn.Module, a cnnperf.compile Graph or a "
             f"CompiledModel, got {type(model).__name__}"
         )
-    graph = graph.copy().validate()
+    graph = undo_layout(graph.validate())
     batch = None
     if input_shape is not None:
         shape = _shape_arg(input_shape)

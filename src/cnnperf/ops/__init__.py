@@ -41,6 +41,7 @@ from .conv import (
     conv_transpose2d_backward,
     select_conv_algo,
 )
+from .conv_blocked import BlockedConv2d, from_blocked, to_blocked
 from .conv_plan import Conv2dPlan, plan_conv2d
 from .linear import linear, linear_backward
 from .loss import cross_entropy, cross_entropy_backward, mse_loss, mse_loss_backward
@@ -67,6 +68,9 @@ from .softmax import log_softmax, log_softmax_backward, softmax, softmax_backwar
 
 __all__ = [
     "Conv2dPlan",
+    "BlockedConv2d",
+    "to_blocked",
+    "from_blocked",
     "plan_conv2d",
     "CONV_ALGOS",
     "adaptive_avg_pool2d",

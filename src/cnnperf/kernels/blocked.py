@@ -1,0 +1,292 @@
+"""Convolution kernels on the channel-blocked layout NCHW8c: ``(n, c/8, h, w, 8)``.
+
+In NCHW a depthwise convolution of 384 channels of 14x14 has rows of 14 pixels to vectorise,
+and ``kernels/depthwise.py`` transposes every block of channels to channels-last and back
+again on every call. Blocked by 8 channels, the 8 lanes of a SIMD vector are 8 channels of one
+pixel everywhere: a depthwise tap is one vector load and one FMA per output pixel, a pointwise
+(1x1) convolution is a GEMM whose output vectors are 8 output channels of a pixel, and a chain
+of such layers (MobileNet's inverted residual blocks) passes the layout from one to the next
+without a transpose. This is the layout of oneDNN's and ONNX Runtime's (MLAS) CPU convolutions
+("nChw8c" / NCHWc); ``compile.layout`` decides where a model uses it.
+
+Kernels (all take flat contiguous float32 arrays, write every element of ``out`` and fuse
+``clamp(acc + bias [+ residual], lo, hi)``: relu is (0, inf), relu6 (0, 6), none (-inf, inf);
+NaN passes through the clamp):
+
+- :func:`to_blocked` / :func:`from_blocked`: the reorders at the layout's borders.
+- :func:`pointwise_blocked`: 1x1 stride-1 unpadded convolution, a register-blocked micro-kernel
+  of 4 pixels x 3 output blocks (12 accumulators of 8 lanes, ``kernels/simd.py``); per input
+  channel it broadcasts 4 input values and loads 3 weight vectors.
+- :func:`depthwise_blocked`: depthwise convolution (groups == channels) of any kernel size,
+  stride, padding and dilation; 4 output pixels at a time inside the image, one at a time with
+  bounds checks at its borders.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .simd import vadd, vbcast, vbcast_load, vclamp, vfma, vload, vstore, vzero
+
+__all__ = [
+    "BLOCK",
+    "PW_BLOCKS",
+    "PW_PIXELS",
+    "to_blocked",
+    "from_blocked",
+    "pack_pointwise_weight",
+    "pack_depthwise_weight",
+    "pack_bias",
+    "pointwise_blocked",
+    "depthwise_blocked",
+]
+
+BLOCK = 8  # channels per block: the lanes of one vec8f
+PW_BLOCKS = 3  # output blocks per pointwise micro-kernel (3 weight vectors per input channel)
+PW_PIXELS = 4  # output pixels per pointwise micro-kernel (4 broadcasts per input channel)
+DW_PIXELS = 4  # output pixels per depthwise step inside the image
+
+
+@njit(parallel=True, cache=True)
+def to_blocked(x, out):  # pragma: no cover - compiled
+    """``out[b, k, y, x, j] = x[b, k*8 + j, y, x]``: (n, c, h, w) -> (n, c/8, h, w, 8)."""
+    n, c, h, w = x.shape
+    cb = c // BLOCK
+    for t in prange(n * cb * h):
+        b = t // (cb * h)
+        k = (t // h) % cb
+        y = t % h
+        dst = out[b, k, y]
+        for j in range(BLOCK):
+            src = x[b, k * BLOCK + j, y]
+            for i in range(w):
+                dst[i, j] = src[i]
+
+
+@njit(parallel=True, cache=True)
+def from_blocked(x, out):  # pragma: no cover - compiled
+    """``out[b, k*8 + j, y, x] = x[b, k, y, x, j]``: (n, c/8, h, w, 8) -> (n, c, h, w)."""
+    n, cb, h, w, _ = x.shape
+    for t in prange(n * cb * h):
+        b = t // (cb * h)
+        k = (t // h) % cb
+        y = t % h
+        src = x[b, k, y]
+        for j in range(BLOCK):
+            dst = out[b, k * BLOCK + j, y]
+            for i in range(w):
+                dst[i] = src[i, j]
+
+
+def pack_pointwise_weight(w: np.ndarray) -> np.ndarray:
+    """(c_out, c_in[, 1, 1]) weight -> flat ``[(ob*c_in + ic)*8 + j] = w[ob*8 + j, ic]``, the
+    output blocks padded with zeros to a multiple of PW_BLOCKS."""
+    c_out, c_in = w.shape[:2]
+    blocks = -(-c_out // BLOCK)
+    blocks = -(-blocks // PW_BLOCKS) * PW_BLOCKS
+    padded = np.zeros((blocks * BLOCK, c_in), np.float32)
+    padded[:c_out] = w.reshape(c_out, c_in)
+    return np.ascontiguousarray(padded.reshape(blocks, BLOCK, c_in).transpose(0, 2, 1)).ravel()
+
+
+def pack_depthwise_weight(w: np.ndarray) -> np.ndarray:
+    """(c, 1, kh, kw) weight -> flat ``[(k*kh*kw + tap)*8 + j] = w[k*8 + j, 0, tap // kw,
+    tap % kw]`` (c a multiple of 8)."""
+    c, _, kh, kw = w.shape
+    blocks = w.reshape(c // BLOCK, BLOCK, kh * kw).transpose(0, 2, 1)
+    return np.ascontiguousarray(blocks, dtype=np.float32).ravel()
+
+
+def pack_bias(bias: np.ndarray | None, c: int, blocks: int) -> np.ndarray:
+    """The bias as ``blocks * 8`` lanes; -0.0 where there is none (``acc + -0.0 == acc`` for
+    every acc, -0.0 included), and past ``c``."""
+    out = np.full(blocks * BLOCK, -0.0, np.float32)
+    if bias is not None:
+        out[:c] = bias
+    return out
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def pointwise_blocked(
+    x, w, bias, res, has_res, n, c_in, c_out_blocks, pixels, tile_chunk, splits, lo, hi, out
+):  # pragma: no cover - compiled
+    """``out[b, ob, p, :] = clamp(bias[ob] + sum_ic w[ob, ic, :] * x[b, ic // 8, p, ic % 8]
+    (+ res[b, ob, p, :]), lo, hi)``: a 1x1 stride-1 convolution on the blocked layout.
+
+    Args:
+        x: input (n, c_in/8, pixels, 8), flat.
+        w: :func:`pack_pointwise_weight`'s (blocks, c_in, 8), blocks a multiple of PW_BLOCKS.
+        bias: (blocks * 8,), :func:`pack_bias`.
+        res, has_res: residual (n, c_out_blocks, pixels, 8), flat; read when has_res.
+        n, c_in, c_out_blocks, pixels: sizes (c_in a multiple of 8).
+        tile_chunk: PW_PIXELS-pixel tiles per task (the input a task sweeps for every group
+            of output blocks stays in L2).
+        splits: the groups of PW_BLOCKS output blocks are dealt out to this many tasks per
+            pixel chunk (more tasks than images x chunks for the threads to share).
+        lo, hi: the clamp.
+        out: (n, c_out_blocks, pixels, 8), flat, written completely.
+    """
+    tiles = (pixels + PW_PIXELS - 1) // PW_PIXELS
+    chunks = (tiles + tile_chunk - 1) // tile_chunk
+    groups = (c_out_blocks + PW_BLOCKS - 1) // PW_BLOCKS
+    plane = pixels * BLOCK  # floats per channel block of one image
+    lov = vbcast(np.float32(lo))
+    hiv = vbcast(np.float32(hi))
+    for task in prange(n * chunks * splits):
+        b = task // (chunks * splits)
+        t0 = ((task // splits) % chunks) * tile_chunk
+        t1 = min(tiles, t0 + tile_chunk)
+        s = task % splits
+        xb = b * (c_in // BLOCK) * plane
+        for g in range(s * groups // splits, (s + 1) * groups // splits):
+            wg = g * PW_BLOCKS * c_in * BLOCK
+            for t in range(t0, t1):
+                p = t * PW_PIXELS
+                # pixels past the end read the last pixel (computed, never stored)
+                o0 = p * BLOCK
+                o1 = min(p + 1, pixels - 1) * BLOCK
+                o2 = min(p + 2, pixels - 1) * BLOCK
+                o3 = min(p + 3, pixels - 1) * BLOCK
+                a00 = vzero()
+                a01 = vzero()
+                a02 = vzero()
+                a03 = vzero()
+                a10 = vzero()
+                a11 = vzero()
+                a12 = vzero()
+                a13 = vzero()
+                a20 = vzero()
+                a21 = vzero()
+                a22 = vzero()
+                a23 = vzero()
+                for kb in range(c_in // BLOCK):
+                    xk = xb + kb * plane
+                    wk = wg + kb * BLOCK * BLOCK
+                    for i in range(BLOCK):
+                        # 3 weight vectors, then one broadcast input at a time: 12
+                        # accumulators + 3 + 1 = the 16 ymm registers
+                        wi = wk + i * BLOCK
+                        w0 = vload(w, wi)
+                        w1 = vload(w, wi + c_in * BLOCK)
+                        w2 = vload(w, wi + 2 * c_in * BLOCK)
+                        xv = vbcast_load(x, xk + o0 + i)
+                        a00 = vfma(w0, xv, a00)
+                        a10 = vfma(w1, xv, a10)
+                        a20 = vfma(w2, xv, a20)
+                        xv = vbcast_load(x, xk + o1 + i)
+                        a01 = vfma(w0, xv, a01)
+                        a11 = vfma(w1, xv, a11)
+                        a21 = vfma(w2, xv, a21)
+                        xv = vbcast_load(x, xk + o2 + i)
+                        a02 = vfma(w0, xv, a02)
+                        a12 = vfma(w1, xv, a12)
+                        a22 = vfma(w2, xv, a22)
+                        xv = vbcast_load(x, xk + o3 + i)
+                        a03 = vfma(w0, xv, a03)
+                        a13 = vfma(w1, xv, a13)
+                        a23 = vfma(w2, xv, a23)
+                ob = g * PW_BLOCKS
+                m = min(PW_PIXELS, pixels - p)
+                _pw_store(out, res, has_res, bias, b, ob, c_out_blocks, plane, p, m,
+                          a00, a01, a02, a03, lov, hiv)  # fmt: skip
+                if ob + 1 < c_out_blocks:
+                    _pw_store(out, res, has_res, bias, b, ob + 1, c_out_blocks, plane, p, m,
+                              a10, a11, a12, a13, lov, hiv)  # fmt: skip
+                if ob + 2 < c_out_blocks:
+                    _pw_store(out, res, has_res, bias, b, ob + 2, c_out_blocks, plane, p, m,
+                              a20, a21, a22, a23, lov, hiv)  # fmt: skip
+
+
+@njit(inline="always")
+def _pw_store(out, res, has_res, bias, b, ob, cbo, plane, p, m, a0, a1, a2, a3, lov, hiv):
+    """Store the first ``m`` of pixels p..p+3 of output block ``ob``."""  # pragma: no cover
+    bv = vload(bias, ob * BLOCK)
+    base = (b * cbo + ob) * plane + p * BLOCK
+    _pw_one(out, res, has_res, base, vadd(a0, bv), lov, hiv)
+    if m > 1:
+        _pw_one(out, res, has_res, base + BLOCK, vadd(a1, bv), lov, hiv)
+    if m > 2:
+        _pw_one(out, res, has_res, base + 2 * BLOCK, vadd(a2, bv), lov, hiv)
+    if m > 3:
+        _pw_one(out, res, has_res, base + 3 * BLOCK, vadd(a3, bv), lov, hiv)
+
+
+@njit(inline="always")
+def _pw_one(out, res, has_res, o, v, lov, hiv):  # pragma: no cover - compiled
+    if has_res:
+        v = vadd(v, vload(res, o))
+    vstore(out, o, vclamp(v, lov, hiv))
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def depthwise_blocked(
+    x, w, bias, n, cb, h, wi, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, lo, hi, out
+):  # pragma: no cover - compiled
+    """``out[b, k, y, x, :] = clamp(bias[k] + sum_{i,j} w[k, i*kw + j, :] * xp[b, k, y*sh +
+    i*dh, x*sw + j*dw, :], lo, hi)`` with xp the input zero-padded by (pt, pl) at the top
+    left (and as far as needed at the bottom right).
+
+    Args:
+        x: input (n, cb, h, wi, 8), flat.
+        w: :func:`pack_depthwise_weight`'s (cb, kh*kw, 8).
+        bias: (cb * 8,), :func:`pack_bias`.
+        out: (n, cb, oh, ow, 8), flat, written completely.
+    """
+    lov = vbcast(np.float32(lo))
+    hiv = vbcast(np.float32(hi))
+    # output columns whose taps all fall inside the image: [x0, x1)
+    x0 = min(ow, (pl + sw - 1) // sw)
+    x1 = max(x0, min(ow, (wi - 1 - (kw - 1) * dw + pl) // sw + 1))
+    taps = kh * kw
+    for task in prange(n * cb * oh):
+        b = task // (cb * oh)
+        k = (task // oh) % cb
+        y = task % oh
+        xk = (b * cb + k) * h * wi * BLOCK
+        wk = k * taps * BLOCK
+        bv = vload(bias, k * BLOCK)
+        ob = ((b * cb + k) * oh + y) * ow * BLOCK
+        # the taps' rows inside the image: [i0, i1)
+        r0 = y * sh - pt
+        i0 = 0
+        while i0 < kh and r0 + i0 * dh < 0:
+            i0 += 1
+        i1 = kh
+        while i1 > i0 and r0 + (i1 - 1) * dh >= h:
+            i1 -= 1
+        xo = 0
+        while xo < ow:
+            if xo >= x0 and xo + DW_PIXELS <= x1:
+                a0 = bv
+                a1 = bv
+                a2 = bv
+                a3 = bv
+                c0 = xo * sw - pl
+                for i in range(i0, i1):
+                    row = xk + ((r0 + i * dh) * wi + c0) * BLOCK
+                    for j in range(kw):
+                        wv = vload(w, wk + (i * kw + j) * BLOCK)
+                        q = row + j * dw * BLOCK
+                        a0 = vfma(wv, vload(x, q), a0)
+                        a1 = vfma(wv, vload(x, q + sw * BLOCK), a1)
+                        a2 = vfma(wv, vload(x, q + 2 * sw * BLOCK), a2)
+                        a3 = vfma(wv, vload(x, q + 3 * sw * BLOCK), a3)
+                o = ob + xo * BLOCK
+                vstore(out, o, vclamp(a0, lov, hiv))
+                vstore(out, o + BLOCK, vclamp(a1, lov, hiv))
+                vstore(out, o + 2 * BLOCK, vclamp(a2, lov, hiv))
+                vstore(out, o + 3 * BLOCK, vclamp(a3, lov, hiv))
+                xo += DW_PIXELS
+            else:
+                a0 = bv
+                c0 = xo * sw - pl
+                for i in range(i0, i1):
+                    row = xk + (r0 + i * dh) * wi * BLOCK
+                    for j in range(kw):
+                        c = c0 + j * dw
+                        if c >= 0 and c < wi:
+                            wv = vload(w, wk + (i * kw + j) * BLOCK)
+                            a0 = vfma(wv, vload(x, row + c * BLOCK), a0)
+                vstore(out, ob + xo * BLOCK, vclamp(a0, lov, hiv))
+                xo += 1

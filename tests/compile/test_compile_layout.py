@@ -1,0 +1,138 @@
+"""The layout pass (compile.layout.choose_layout): which convs go blocked, where the graph
+converts, and that the compiled outputs equal the unpassed graph's."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+from conftest import assert_rel_close
+
+from cnnperf.compile import Graph, Node, compile_graph
+from cnnperf.compile.layout import choose_layout
+from cnnperf.compile.passes import DEFAULT_PASSES
+
+RNG = np.random.default_rng(0)
+TOL = 1e-5
+
+
+def _r(*shape):
+    return RNG.standard_normal(shape).astype(np.float32)
+
+
+def _pw(x, y, c_in, c_out, inits, act="relu6", residual=None):
+    inits[f"{y}.w"], inits[f"{y}.b"] = _r(c_out, c_in, 1, 1) * 0.3, _r(c_out)
+    ins = [x, f"{y}.w", f"{y}.b"] + ([residual] if residual else [])
+    attrs = {"activation": act} | ({"residual": True} if residual else {})
+    return Node("conv2d", ins, [y], attrs, name=y)
+
+
+def _dw(x, y, c, inits, stride=1, act="relu6"):
+    inits[f"{y}.w"], inits[f"{y}.b"] = _r(c, 1, 3, 3) * 0.3, _r(c)
+    attrs = {"groups": c, "pads": (1, 1, 1, 1), "stride": (stride, stride), "activation": act}
+    return Node("conv2d", [x, f"{y}.w", f"{y}.b"], [y], attrs, name=y)
+
+
+def _inverted_residuals() -> Graph:
+    """Two MobileNetV2 blocks (the first with a residual from the input), then a head that
+    reads the blocked group's last value twice: a pool (NCHW) and a graph output."""
+    i: dict = {}
+    nodes = [
+        _pw("x", "e1", 16, 48, i), _dw("e1", "d1", 48, i),
+        _pw("d1", "p1", 48, 16, i, None, "x"),
+        _pw("p1", "e2", 16, 48, i), _dw("e2", "d2", 48, i, stride=2),
+        _pw("d2", "p2", 48, 24, i, None),
+        Node("global_avg_pool2d", ["p2"], ["pool"]),
+    ]  # fmt: skip
+    return Graph(nodes=nodes, initializers=i, inputs={"x": (None, 16, 9, 11)},
+                 outputs=["pool", "p2"])  # fmt: skip
+
+
+def _check_same(g: Graph, batches=(1, 3)):
+    fast, plain = compile_graph(g), compile_graph(g, passes=())
+    for n in batches:
+        x = _r(n, *g.inputs["x"][1:])
+        got, want = fast.run({"x": x}), plain.run({"x": x})
+        for k in want:
+            assert got[k].shape == want[k].shape
+            assert_rel_close(got[k], want[k], TOL, f"{k} at batch {n}")
+    return fast
+
+
+def test_inverted_residual_blocks_run_blocked_and_convert_at_the_borders():
+    g = _inverted_residuals()
+    model = _check_same(g)
+    ops = Counter(n.op for n in model.graph.nodes)
+    layouts = Counter(n.attrs.get("layout") for n in model.graph.nodes if n.op == "conv2d")
+    assert layouts == {"nchw8c": 6}
+    # x enters once (read by e1 and as p1's residual); p2 leaves once (pool and graph output)
+    assert ops["to_blocked"] == 1 and ops["from_blocked"] == 1
+    assert DEFAULT_PASSES[-1] is choose_layout
+    rows = model.profile(_r(1, 16, 9, 11), repeat=1)
+    algos = {r["name"]: r["algorithm"] for r in rows}
+    assert algos["d1"] == "blocked_depthwise" and algos["p1"] == "blocked_pointwise"
+
+
+def test_a_value_read_inside_and_outside_the_group_is_converted_once():
+    g = _inverted_residuals()
+    g.nodes.append(Node("sigmoid", ["d1"], ["side"]))  # d1 leaves the group as well
+    g.outputs.append("side")
+    model = _check_same(g)
+    froms = [n.inputs[0] for n in model.graph.nodes if n.op == "from_blocked"]
+    assert sorted(froms) == ["d1:nchw8c", "p2:nchw8c"]
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["no depthwise", "too few", "channels", "activation"],
+)
+def test_groups_that_do_not_pay_or_cannot_run_blocked_stay_nchw(case):
+    i: dict = {}
+    if case == "no depthwise":  # pointwise only: left to BLAS
+        nodes = [_pw("x", "a", 16, 32, i), _pw("a", "b", 32, 16, i), _pw("b", "c", 16, 16, i)]
+    elif case == "too few":
+        nodes = [_pw("x", "a", 16, 32, i), _dw("a", "b", 32, i)]
+    elif case == "channels":  # 12 channels: not in blocks of 8
+        nodes = [_pw("x", "a", 16, 12, i), _dw("a", "b", 12, i), _pw("b", "c", 12, 16, i)]
+    else:  # sigmoid is not fused by the blocked kernels: the chain breaks into groups of 1
+        nodes = [_pw("x", "a", 16, 32, i), _dw("a", "b", 32, i, act="sigmoid"),
+                 _pw("b", "c", 32, 16, i)]  # fmt: skip
+    g = Graph(nodes=nodes, initializers=i, inputs={"x": (None, 16, 6, 6)},
+              outputs=[nodes[-1].outputs[0]])  # fmt: skip
+    out = choose_layout(g)
+    assert [n.op for n in out.nodes] == ["conv2d"] * len(nodes)
+    assert all("layout" not in n.attrs for n in out.nodes)
+    _check_same(g)
+
+
+def test_a_graph_input_read_only_by_the_group_and_a_non_constant_weight():
+    i: dict = {}
+    nodes = [_pw("x", "a", 16, 32, i), _dw("a", "b", 32, i), _pw("b", "c", 32, 16, i)]
+    nodes[1].inputs[1] = "w_in"  # the depthwise weight is a run-time input: not a candidate
+    g = Graph(nodes=nodes, initializers=i, inputs={"x": (None, 16, 6, 6)}, outputs=["c"])
+    g.inputs["w_in"] = (32, 1, 3, 3)
+    out = choose_layout(g)
+    assert all("layout" not in n.attrs for n in out.nodes)
+
+
+def test_undo_layout_and_export_of_a_blocked_graph(tmp_path):
+    import onnxruntime as ort
+
+    from cnnperf.compile.layout import undo_layout
+    from cnnperf.onnx import save
+
+    g = _inverted_residuals()
+    model = compile_graph(g)
+    plain = undo_layout(model.graph)
+    assert not {"to_blocked", "from_blocked"} & {n.op for n in plain.nodes}
+    assert all("layout" not in n.attrs for n in plain.nodes)
+    path = tmp_path / "blocks.onnx"
+    save(model, path)  # exported as NCHW: other runtimes know nothing of the layout
+    x = _r(2, 16, 9, 11)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feeds = {sess.get_inputs()[0].name: x}
+    got = sess.run(None, feeds)  # the graph's outputs, in order (the exporter names them)
+    want = model.run({"x": x})
+    for k, y in zip(model.output_names, got, strict=True):
+        assert_rel_close(y, want[k], 1e-5, k)

@@ -1,0 +1,163 @@
+"""Convolution on the channel-blocked layout (ops.conv_blocked, kernels/blocked.py).
+
+Against the float64 reference and PyTorch: the pointwise micro-kernel's edges (pixel counts
+that leave 1-3 pixels of a 4-pixel tile, output blocks that leave 1-2 of a 3-block group), its
+fused residual and clamps; the depthwise kernel's border and interior paths for every stride,
+padding, dilation and kernel size; the reorders; and the errors for what it does not cover.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import assert_rel_close, to_torch
+
+from cnnperf import ops, reference
+from cnnperf.kernels.blocked import PW_BLOCKS, PW_PIXELS
+from cnnperf.ops.conv_blocked import BlockedConv2d, from_blocked, to_blocked
+
+TOL = 1e-5  # float32 accumulation, relative to max |reference|
+CLAMP = {None: (-np.inf, np.inf), "relu": (0, np.inf), "relu6": (0, 6)}
+
+
+def _data(x_shape, w_shape, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    b = rng.standard_normal(w_shape[0]).astype(np.float32)
+    return x, w, b
+
+
+def _run(x, w, b, residual=None, **kwargs):
+    conv = BlockedConv2d(w, b, input_shape=x.shape, **kwargs)
+    r = None if residual is None else to_blocked(residual)
+    return from_blocked(conv(to_blocked(x), residual=r))
+
+
+def test_reorders_round_trip_and_place_channels_in_lanes():
+    x = np.arange(2 * 16 * 3 * 5, dtype=np.float32).reshape(2, 16, 3, 5)
+    xb = to_blocked(x)
+    assert xb.shape == (2, 2, 3, 5, 8)
+    assert xb[1, 1, 2, 4, 3] == x[1, 8 + 3, 2, 4]
+    np.testing.assert_array_equal(xb, x.reshape(2, 2, 8, 3, 5).transpose(0, 1, 3, 4, 2))
+    np.testing.assert_array_equal(from_blocked(xb), x)
+    out = np.empty_like(x)
+    assert from_blocked(xb, out) is out
+
+
+@pytest.mark.parametrize("pixels", [(1, 1), (1, 2), (3, 1), (2, 2), (1, 5), (3, 3), (7, 7)])
+@pytest.mark.parametrize("c_out", [8, 16, 24, 32, 40, 56])
+def test_pointwise_every_tile_edge(pixels, c_out):
+    # pixels % 4 in 0..3 (the last tile's missing pixels are computed, never stored); c_out/8
+    # blocks % 3 in 0..2 (the weight's zero blocks are computed, never stored)
+    assert {p[0] * p[1] % PW_PIXELS for p in [(1, 1), (1, 2), (3, 1), (2, 2)]} == {0, 1, 2, 3}
+    assert {c // 8 % PW_BLOCKS for c in (8, 16, 24)} == {0, 1, 2}
+    x, w, b = _data((2, 24, *pixels), (c_out, 24, 1, 1), seed=c_out)
+    y = _run(x, w, b)
+    assert_rel_close(y, reference.conv2d(x, w, b), TOL, f"{pixels} c_out={c_out}")
+
+
+@pytest.mark.parametrize("act", [None, "relu", "relu6"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_pointwise_residual_and_activation_against_torch(act, bias):
+    x, w, b = _data((3, 40, 6, 9), (48, 40, 1, 1), seed=1)
+    b = b if bias else None
+    r = np.random.default_rng(2).standard_normal((3, 48, 6, 9)).astype(np.float32) * 3
+    y = _run(x, w, b, residual=r, activation=act)
+    lo, hi = CLAMP[act]
+    expected = np.clip(reference.conv2d(x, w, b) + r, lo, hi)
+    assert_rel_close(y, expected, TOL, "vs reference")
+    yt = F.conv2d(to_torch(x), to_torch(w), None if b is None else to_torch(b)) + to_torch(r)
+    yt = torch.clamp(yt, lo, hi) if act else yt
+    assert_rel_close(y, yt.numpy(), 1e-4, "vs torch")
+
+
+@pytest.mark.parametrize(
+    "hw, k, kwargs",
+    [
+        ((9, 11), 3, dict(padding=1)),  # "same": border columns and interior runs of 4
+        ((10, 13), 3, dict(stride=2, padding=1)),
+        ((8, 8), 3, dict(stride=2, padding=((0, 1), (0, 1)))),  # TF-style asymmetric
+        ((12, 15), 5, dict(padding=2)),
+        ((12, 12), 3, dict(dilation=2, padding=2)),
+        ((7, 9), 3, {}),  # no padding: every column interior
+        ((3, 2), 3, dict(padding=1)),  # narrower than 4 pixels: border path only
+        ((6, 7), 1, {}),
+        ((5, 19), (3, 1), dict(stride=(1, 3), padding=((1, 1), (0, 0)))),
+        ((4, 4), 3, dict(padding=3)),  # output columns with no tap inside at all
+    ],
+)
+@pytest.mark.parametrize("act", [None, "relu6"])
+def test_depthwise_against_reference_and_torch(hw, k, kwargs, act):
+    kh, kw = (k, k) if isinstance(k, int) else k
+    x, w, b = _data((2, 16, *hw), (16, 1, kh, kw), seed=kh * 10 + hw[1])
+    y = _run(x, w, b, groups=16, activation=act, **kwargs)
+    lo, hi = CLAMP[act]
+    expected = np.clip(reference.conv2d(x, w, b, groups=16, **kwargs), lo, hi)
+    assert y.shape == expected.shape
+    assert_rel_close(y, expected, TOL, "vs reference")
+    pad = kwargs.get("padding", 0)
+    xt, tkw = to_torch(x), dict(kwargs)
+    if isinstance(pad, tuple) and isinstance(pad[0], tuple):
+        (top, bottom), (left, right) = pad
+        xt = F.pad(xt, (left, right, top, bottom))
+        tkw["padding"] = 0
+    yt = torch.clamp(F.conv2d(xt, to_torch(w), to_torch(b), groups=16, **tkw), lo, hi)
+    assert_rel_close(y, yt.numpy(), 1e-4, "vs torch")
+
+
+def test_nan_and_inf_pass_through_the_clamp():
+    x, w, b = _data((1, 8, 4, 5), (16, 8, 1, 1))
+    x[0, 3, 1, 2] = np.nan
+    x[0, 0, 0, 0] = np.inf
+    y = _run(x, np.abs(w), b, activation="relu6")
+    assert np.isnan(y[0, :, 1, 2]).all() and (y[0, :, 0, 0] == 6).all()
+    xd, wd, bd = _data((1, 8, 5, 5), (8, 1, 3, 3))
+    xd[0, 2, 2, 2] = np.nan
+    yd = _run(xd, wd, bd, groups=8, padding=1, activation="relu")
+    assert np.isnan(yd[0, 2, 1:4, 1:4]).all() and not np.isnan(np.delete(yd, 2, axis=1)).any()
+
+
+def test_batch_differs_from_the_planned_one_and_out_is_written():
+    x, w, b = _data((3, 16, 5, 6), (24, 16, 1, 1))
+    conv = BlockedConv2d(w, b, input_shape=(None, 16, 5, 6), activation="relu")
+    out = np.full(conv.output_shape(3), np.nan, np.float32)
+    assert conv(to_blocked(x), out=out) is out
+    assert_rel_close(from_blocked(out), ops.relu(reference.conv2d(x, w, b)), TOL, "batch 3")
+
+
+@pytest.mark.parametrize(
+    "w_shape, kwargs, message",
+    [
+        ((8, 12, 1, 1), {}, "channels in multiples of 8"),
+        ((16, 8, 3, 3), {}, "1x1 stride-1 unpadded ungrouped and depthwise"),
+        ((16, 8, 1, 1), dict(stride=2), "1x1 stride-1 unpadded ungrouped and depthwise"),
+        ((16, 4, 1, 1), dict(groups=2), "1x1 stride-1 unpadded ungrouped and depthwise"),
+        ((16, 8, 1, 1), dict(activation="silu"), "activations None, 'relu' and 'relu6'"),
+    ],
+)
+def test_unsupported_convolutions_are_refused(w_shape, kwargs, message):
+    c_in = w_shape[1] * kwargs.get("groups", 1)
+    with pytest.raises(ValueError, match=message):
+        BlockedConv2d(np.ones(w_shape, np.float32), input_shape=(1, c_in, 4, 4), **kwargs)
+
+
+def test_bad_inputs_are_refused():
+    with pytest.raises(ValueError, match="needs a float32 weight"):
+        BlockedConv2d(np.ones((8, 8, 1, 1)), input_shape=(1, 8, 4, 4))
+    conv = BlockedConv2d(np.ones((8, 8, 1, 1), np.float32), input_shape=(1, 8, 4, 4))
+    with pytest.raises(ValueError, match=r"expected a blocked input \(n, 1, 4, 4, 8\)"):
+        conv(np.ones((1, 1, 4, 5, 8), np.float32))
+    with pytest.raises(ValueError, match="expected a float32 5-D array"):
+        conv(np.ones((1, 8, 4, 4), np.float32))
+    with pytest.raises(ValueError, match="residual must have shape"):
+        conv(np.ones((1, 1, 4, 4, 8), np.float32), residual=np.ones((1, 1, 4, 3, 8), np.float32))
+    dw = BlockedConv2d(np.ones((8, 1, 3, 3), np.float32), groups=8, input_shape=(1, 8, 4, 4))
+    with pytest.raises(ValueError, match="residual is fused into 1x1"):
+        dw(np.ones((1, 1, 4, 4, 8), np.float32), residual=np.ones((1, 1, 2, 2, 8), np.float32))
+    with pytest.raises(ValueError, match="channels must be a multiple of 8"):
+        to_blocked(np.ones((1, 6, 2, 2), np.float32))
+    with pytest.raises(ValueError, match="last dimension must be 8"):
+        from_blocked(np.ones((1, 1, 2, 2, 4), np.float32))
