@@ -136,3 +136,37 @@ def test_undo_layout_and_export_of_a_blocked_graph(tmp_path):
     want = model.run({"x": x})
     for k, y in zip(model.output_names, got, strict=True):
         assert_rel_close(y, want[k], 1e-5, k)
+
+
+def _stem_graph(c_in=3, extra_reader=False) -> Graph:
+    """A stem conv into a group of three, ending in a global average pool."""
+    i = {"s.w": _r(16, c_in, 3, 3) * 0.3, "s.b": _r(16)}
+    attrs = {"stride": (2, 2), "pads": (1, 1, 1, 1), "activation": "relu"}
+    stem = Node("conv2d", ["x", "s.w", "s.b"], ["s"], attrs, name="s")
+    nodes = [stem, _dw("s", "d", 16, i), _pw("d", "p", 16, 24, i), _pw("p", "q", 24, 16, i, None),
+             Node("global_avg_pool2d", ["q"], ["pool"], name="pool")]  # fmt: skip
+    outputs = ["pool"]
+    if extra_reader:
+        nodes.append(Node("sigmoid", ["s"], ["side"]))
+        outputs.append("side")
+    return Graph(nodes=nodes, initializers=i, inputs={"x": (None, c_in, 12, 13)}, outputs=outputs)
+
+
+def test_a_stem_writes_the_group_blocked_and_the_pool_reads_it_blocked():
+    model = _check_same(_stem_graph())
+    layouts = [n.attrs.get("layout") for n in model.graph.nodes]
+    assert layouts == ["nchw_to_nchw8c", "nchw8c", "nchw8c", "nchw8c", "nchw8c"]
+    assert model.graph.nodes[-1].op == "global_avg_pool2d"  # no conversion anywhere
+    assert model.shapes[model.graph.nodes[0].outputs[0]] == (None, 2, 6, 7, 8)
+    rows = model.profile(_r(2, 3, 12, 13), repeat=1)
+    assert rows[0]["algorithm"] == "blocked_gemm"
+    assert rows[0]["flops"] == 2 * 2 * 16 * 27 * 6 * 7  # as for the NCHW conv
+
+
+@pytest.mark.parametrize("case", ["read elsewhere", "long reduction"])
+def test_a_stem_stays_nchw_when_it_does_not_pay(case):
+    g = _stem_graph(extra_reader=True) if case == "read elsewhere" else _stem_graph(c_in=32)
+    model = _check_same(g)
+    ops = [n.op for n in model.graph.nodes]
+    assert model.graph.nodes[0].attrs.get("layout") is None
+    assert ops[1] == "to_blocked"

@@ -16,7 +16,12 @@ from conftest import assert_rel_close, to_torch
 
 from cnnperf import ops, reference
 from cnnperf.kernels.blocked import PW_BLOCKS, PW_PIXELS
-from cnnperf.ops.conv_blocked import BlockedConv2d, from_blocked, to_blocked
+from cnnperf.ops.conv_blocked import (
+    BlockedConv2d,
+    from_blocked,
+    global_avg_pool2d_blocked,
+    to_blocked,
+)
 
 TOL = 1e-5  # float32 accumulation, relative to max |reference|
 CLAMP = {None: (-np.inf, np.inf), "relu": (0, np.inf), "relu6": (0, 6)}
@@ -108,6 +113,59 @@ def test_depthwise_against_reference_and_torch(hw, k, kwargs, act):
     assert_rel_close(y, yt.numpy(), 1e-4, "vs torch")
 
 
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs",
+    [
+        ((1, 3, 20, 21), (32, 3, 3, 3), dict(stride=2, padding=1)),  # MobileNet's stem
+        ((2, 3, 17, 15), (16, 3, 7, 7), dict(stride=2, padding=3)),  # ResNet's, odd sizes
+        ((1, 5, 9, 9), (24, 5, 3, 3), dict(dilation=2)),  # unpadded: read in place
+        ((1, 3, 5, 3), (40, 3, 1, 1), {}),  # 15 pixels: a tile of 3; 5 blocks: a group of 2
+        ((1, 16, 5, 6), (8, 16, 3, 3), dict(padding=((0, 2), (1, 0)))),
+        ((3, 2, 4, 4), (8, 2, 2, 3), dict(stride=(1, 2), padding=1)),
+    ],
+)
+@pytest.mark.parametrize("act", [None, "relu6"])
+def test_nchw_input_any_conv_against_reference_and_torch(x_shape, w_shape, kwargs, act):
+    x, w, b = _data(x_shape, w_shape, seed=w_shape[2])
+    y = _run_nchw(x, w, b, activation=act, **kwargs)
+    lo, hi = CLAMP[act]
+    expected = np.clip(reference.conv2d(x, w, b, **kwargs), lo, hi)
+    assert y.shape == expected.shape
+    assert_rel_close(y, expected, TOL, "vs reference")
+    pad = kwargs.get("padding", 0)
+    xt, tkw = to_torch(x), dict(kwargs)
+    if isinstance(pad, tuple) and isinstance(pad[0], tuple):
+        (top, bottom), (left, right) = pad
+        xt = F.pad(xt, (left, right, top, bottom))
+        tkw["padding"] = 0
+    yt = torch.clamp(F.conv2d(xt, to_torch(w), to_torch(b), **tkw), lo, hi)
+    assert_rel_close(y, yt.numpy(), 1e-4, "vs torch")
+
+
+def test_nchw_input_with_a_residual():
+    x, w, b = _data((2, 3, 9, 10), (16, 3, 3, 3), seed=4)
+    r = np.random.default_rng(5).standard_normal((2, 16, 9, 10)).astype(np.float32)
+    conv = BlockedConv2d(w, b, padding=1, activation="relu", input_shape=x.shape,
+                         input_layout="nchw")  # fmt: skip
+    y = from_blocked(conv(x, residual=to_blocked(r)))
+    assert_rel_close(y, np.maximum(reference.conv2d(x, w, b, padding=1) + r, 0), TOL, "res")
+
+
+def _run_nchw(x, w, b, **kwargs):
+    conv = BlockedConv2d(w, b, input_shape=x.shape, input_layout="nchw", **kwargs)
+    assert conv.name == "blocked_gemm"
+    return from_blocked(conv(x))
+
+
+def test_global_average_pool_of_a_blocked_array():
+    x = np.random.default_rng(0).standard_normal((3, 24, 7, 5)).astype(np.float32)
+    y = global_avg_pool2d_blocked(to_blocked(x))
+    assert y.shape == (3, 24, 1, 1) and y.dtype == np.float32
+    assert_rel_close(y, reference.adaptive_avg_pool2d(x, 1), 1e-6, "mean")
+    with pytest.raises(ValueError, match="float32 5-D"):
+        global_avg_pool2d_blocked(x)
+
+
 def test_nan_and_inf_pass_through_the_clamp():
     x, w, b = _data((1, 8, 4, 5), (16, 8, 1, 1))
     x[0, 3, 1, 2] = np.nan
@@ -142,6 +200,24 @@ def test_unsupported_convolutions_are_refused(w_shape, kwargs, message):
     c_in = w_shape[1] * kwargs.get("groups", 1)
     with pytest.raises(ValueError, match=message):
         BlockedConv2d(np.ones(w_shape, np.float32), input_shape=(1, c_in, 4, 4), **kwargs)
+
+
+def test_nchw_input_refusals():
+    with pytest.raises(ValueError, match="ungrouped convolutions only"):
+        BlockedConv2d(np.ones((8, 2, 3, 3), np.float32), groups=2, input_shape=(1, 4, 5, 5),
+                      input_layout="nchw")  # fmt: skip
+    with pytest.raises(ValueError, match="output channels in multiples of 8"):
+        BlockedConv2d(np.ones((12, 3, 3, 3), np.float32), input_shape=(1, 3, 5, 5),
+                      input_layout="nchw")  # fmt: skip
+    with pytest.raises(ValueError, match="input_layout must be"):
+        BlockedConv2d(np.ones((8, 8, 1, 1), np.float32), input_shape=(1, 8, 5, 5),
+                      input_layout="nhwc")  # fmt: skip
+    conv = BlockedConv2d(np.ones((8, 3, 3, 3), np.float32), input_shape=(1, 3, 5, 5),
+                         input_layout="nchw")  # fmt: skip
+    with pytest.raises(ValueError, match=r"expected an input \(n, 3, 5, 5\)"):
+        conv(np.ones((1, 3, 5, 6), np.float32))
+    with pytest.raises(ValueError, match="expected a float32 4-D array"):
+        conv(np.ones((1, 3, 5, 5)))
 
 
 def test_bad_inputs_are_refused():

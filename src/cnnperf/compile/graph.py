@@ -23,14 +23,16 @@ OPS: dict[str, tuple[str, ...]] = {
     # inputs (x, weight[, bias][, residual]); pads are (top, bottom, left, right); activation as
     # ops.conv2d's; residual=True: the last input (the output's shape) is added after the bias,
     # before the activation (passes.fuse_residual_add); layout "nchw8c" (compile.layout): x,
-    # residual and output are channel-blocked (n, c/8, h, w, 8) arrays (ops.conv_blocked)
+    # residual and output are channel-blocked (n, c/8, h, w, 8) arrays (ops.conv_blocked);
+    # "nchw_to_nchw8c": x is NCHW, the output blocked
     "conv2d": ("stride", "pads", "dilation", "groups", "activation", "residual", "layout"),
     # (n, c, h, w) <-> the channel-blocked (n, c/8, h, w, 8) (compile.layout inserts them)
     "to_blocked": (),
     "from_blocked": (),
     "max_pool2d": ("kernel", "stride", "pads", "dilation", "ceil_mode"),
     "avg_pool2d": ("kernel", "stride", "pads", "dilation", "ceil_mode", "count_include_pad"),
-    "global_avg_pool2d": (),
+    # layout "nchw8c": x is channel-blocked (n, c/8, h, w, 8); the output is NCHW either way
+    "global_avg_pool2d": ("layout",),
     "global_max_pool2d": (),
     # inputs (x, scale, bias, mean, var): inference-mode batch normalisation over dim 1
     "batch_norm": ("eps",),

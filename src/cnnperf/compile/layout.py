@@ -6,8 +6,11 @@ candidate; candidates that read each other's outputs (as input or as fused resid
 groups, and a group that holds a depthwise convolution and at least :data:`MIN_GROUP` convs
 switches to the blocked layout ``(n, c/8, h, w, 8)``: its convs get ``layout="nchw8c"``, a
 ``to_blocked`` node converts each value that enters the group, and a ``from_blocked`` node each
-value that leaves it (read by another node or a graph output). Values inside the group are
-never converted.
+value that leaves it (read by another node or a graph output; a global average pool reads it
+blocked and writes NCHW). Values inside the group are never converted. A value entering a
+group that only the group reads, written by a conv with a short reduction (an RGB stem), is
+written blocked by that conv instead (``layout="nchw_to_nchw8c"``: NCHW input, blocked output;
+:data:`WRITER_MAX_TERMS`).
 
 Where it pays (measured on the 2-core development machine, median of 60 interleaved calls,
 ``ops.BlockedConv2d`` against ``ops.plan_conv2d``'s choice on the same shapes, batch 1):
@@ -31,9 +34,24 @@ from ..ops.conv_blocked import BlockedConv2d
 from .graph import Graph, Node
 from .shapes import infer_shapes
 
-__all__ = ["choose_layout", "undo_layout", "MIN_GROUP", "BLOCKED", "LAYOUT_OPS"]
+__all__ = [
+    "choose_layout",
+    "undo_layout",
+    "MIN_GROUP",
+    "BLOCKED",
+    "WRITES_BLOCKED",
+    "WRITER_MAX_TERMS",
+    "LAYOUT_OPS",
+]
 
 BLOCKED = "nchw8c"
+# a conv that reads NCHW and writes a value entering a group blocked
+WRITES_BLOCKED = "nchw_to_nchw8c"
+# The longest reduction (c_in*kh*kw) of such a writer: RGB stems up to 7x7. There, reading the
+# NCHW input and writing blocked took 0.54-0.76x the time of the NCHW conv + to_blocked (3x3
+# and 7x7 stride-2 stems at 224x224, a 3x3 on 56x56, batch 1 and 8); a 3x3 conv of 32 channels
+# (288 terms) was level with Winograd + to_blocked (0.97-1.03x).
+WRITER_MAX_TERMS = 147
 # The conversions this pass inserts (and undo_layout removes: no ONNX form of their own).
 LAYOUT_OPS = ("to_blocked", "from_blocked")
 # Fewest convs in a group worth its conversions (MobileNetV2's blocks hold 2-3 each and chain
@@ -41,7 +59,9 @@ LAYOUT_OPS = ("to_blocked", "from_blocked")
 MIN_GROUP = 3
 
 
-def _candidate(g: Graph, n: Node, shapes: dict) -> bool:
+def _candidate(g: Graph, n: Node, shapes: dict, input_layout: str = BLOCKED) -> bool:
+    """Whether ``n`` is a conv ``BlockedConv2d`` runs with this input layout (an NCHW input:
+    reductions of at most WRITER_MAX_TERMS terms)."""
     if n.op != "conv2d" or n.attrs.get("layout", "nchw") != "nchw":
         return False
     residual = bool(n.attrs.get("residual", False))
@@ -60,7 +80,16 @@ def _candidate(g: Graph, n: Node, shapes: dict) -> bool:
     except ValueError:
         return False
     bias_ok = len(consts) < 2 or g.initializers[consts[1]].dtype == np.float32
-    return bias_ok and BlockedConv2d.supports(p, w.dtype, a.get("activation"), residual)
+    if input_layout == "nchw" and (residual or p.c_in * p.kh * p.kw > WRITER_MAX_TERMS):
+        return False
+    return bias_ok and BlockedConv2d.supports(
+        p, w.dtype, a.get("activation"), residual, input_layout
+    )
+
+
+def _takes_blocked(n: Node) -> bool:
+    """Ops outside the groups that read a blocked value as it is (and write NCHW)."""
+    return n.op == "global_avg_pool2d"
 
 
 def _blocked_inputs(n: Node) -> list[int]:
@@ -74,6 +103,7 @@ def choose_layout(graph: Graph) -> Graph:
     g = graph.copy()
     shapes = infer_shapes(g)
     cand = [n for n in g.nodes if _candidate(g, n, shapes)]
+    cand_all = [n for n in g.nodes if _candidate(g, n, shapes, "nchw")]
     if not cand:
         return g
     # union-find over candidates linked by a value one writes and another reads
@@ -104,6 +134,18 @@ def choose_layout(graph: Graph) -> Graph:
         return g
     uses = g.consumers()
     used_names = g._names()
+    # convs that can write a value entering a group blocked themselves (an RGB stem)
+    writers = set()
+    for n in cand_all:
+        out = n.outputs[0]
+        readers = uses.get(out, [])
+        if (
+            id(n) not in chosen
+            and out not in g.outputs
+            and readers
+            and all(id(r) in chosen and r.inputs[0] == out for r in readers)
+        ):
+            writers.add(id(n))
 
     def fresh(base: str) -> str:
         name, i = f"{base}:{BLOCKED}", 0
@@ -116,7 +158,15 @@ def choose_layout(graph: Graph) -> Graph:
     blocked: dict[str, str] = {}  # NCHW value -> its blocked twin
     nodes: list[Node] = []
     for n in g.nodes:
+        if id(n) in writers:
+            out = n.outputs[0]
+            blocked[out] = fresh(out)
+            n.outputs = [blocked[out]]
+            n.attrs["layout"] = WRITES_BLOCKED
         if id(n) not in chosen:
+            if _takes_blocked(n) and n.inputs[0] in blocked:
+                n.inputs[0] = blocked[n.inputs[0]]
+                n.attrs["layout"] = BLOCKED
             nodes.append(n)
             continue
         for i in _blocked_inputs(n):
@@ -130,7 +180,8 @@ def choose_layout(graph: Graph) -> Graph:
         n.outputs = [blocked[out]]
         n.attrs["layout"] = BLOCKED
         nodes.append(n)
-        if out in g.outputs or any(id(r) not in chosen for r in uses.get(out, [])):
+        readers = uses.get(out, [])
+        if out in g.outputs or any(id(r) not in chosen and not _takes_blocked(r) for r in readers):
             nodes.append(Node("from_blocked", [blocked[out]], [out], name=f"{n.name}:from_blocked"))
     g.nodes = nodes
     return g.validate()

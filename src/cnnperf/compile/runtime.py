@@ -69,7 +69,7 @@ def _conv(node: Node, graph: Graph, shapes: dict) -> Kernel:
     bias = _const(graph, node.inputs[2], node) if n_bias else None
     x_shape = shapes[node.inputs[0]]
     pt, pb, pl, pr = a.get("pads", (0, 0, 0, 0))
-    if a.get("layout", "nchw") == "nchw8c":
+    if a.get("layout", "nchw") != "nchw":
         return _conv_blocked(node, weight, bias, x_shape, residual)
     plan = ops.plan_conv2d(
         weight,
@@ -111,15 +111,19 @@ class _Named:
 
 
 def _conv_blocked(node: Node, weight, bias, x_shape, residual: bool) -> Kernel:
-    """A conv2d with layout nchw8c: reads and writes channel-blocked arrays."""
+    """A conv2d with layout nchw8c (reads and writes channel-blocked arrays) or nchw_to_nchw8c
+    (reads NCHW, writes blocked)."""
     a = node.attrs
     pt, pb, pl, pr = a.get("pads", (0, 0, 0, 0))
+    blocked_in = a["layout"] == "nchw8c"  # else "nchw_to_nchw8c": NCHW in, blocked out
+    if blocked_in:
+        x_shape = (x_shape[0], x_shape[1] * x_shape[4], x_shape[2], x_shape[3])
     try:
         conv = ops.BlockedConv2d(
             weight, bias, stride=a.get("stride", (1, 1)), padding=((pt, pb), (pl, pr)),
             dilation=a.get("dilation", (1, 1)), groups=a.get("groups", 1),
-            activation=a.get("activation"),
-            input_shape=(x_shape[0], x_shape[1] * x_shape[4], x_shape[2], x_shape[3]),
+            activation=a.get("activation"), input_shape=x_shape,
+            input_layout="nchw8c" if blocked_in else "nchw",
         )  # fmt: skip
     except ValueError as e:
         raise ValueError(f"conv2d {node.name!r}: {e}") from None
@@ -133,7 +137,7 @@ def _conv_blocked(node: Node, weight, bias, x_shape, residual: bool) -> Kernel:
     def into(out, x, r=None):
         return call(x, r, out if out.shape == conv.output_shape(x.shape[0]) else None)
 
-    call.plan = _Named("blocked_depthwise" if conv.depthwise else "blocked_pointwise")
+    call.plan = _Named(conv.name)
     call.into = into
     args = [node.inputs[0], node.inputs[-1]] if residual else node.inputs[:1]
     return call, args
@@ -364,7 +368,13 @@ _BUILDERS: dict[str, Callable[[Node, Graph, dict], Kernel]] = {
     "softmax": _softmax,
     "reshape": _reshape,
     "flatten": _flatten,
-    "global_avg_pool2d": _simple(lambda a, x: x.mean(axis=(2, 3), keepdims=True, dtype=x.dtype)),
+    "global_avg_pool2d": _simple(
+        lambda a, x: (
+            ops.global_avg_pool2d_blocked(x)
+            if a.get("layout") == "nchw8c"
+            else x.mean(axis=(2, 3), keepdims=True, dtype=x.dtype)
+        )
+    ),
     "global_max_pool2d": _simple(lambda a, x: x.max(axis=(2, 3), keepdims=True)),
     "relu": _simple(lambda a, x: ops.relu(x)),
     "leaky_relu": _simple(lambda a, x: ops.leaky_relu(x, float(a.get("alpha", 0.01)))),

@@ -81,6 +81,9 @@ def _spatial(node: Node, x: Shape) -> tuple[int, int]:
 
 
 def _conv(node: Node, s: list[Shape]) -> list[Shape]:
+    if node.attrs.get("layout", "nchw") == "nchw_to_nchw8c":  # NCHW in, blocked out
+        n, c_out, oh, ow = _conv(_as_nchw(node), s)[0]
+        return [(n, c_out // 8, oh, ow, 8)]
     if node.attrs.get("layout", "nchw") == "nchw8c":
         x = s[0]
         if len(x) != 5 or x[4] != 8:
@@ -326,7 +329,11 @@ _RULES = {
     "from_blocked": _from_blocked,
     "max_pool2d": _pool,
     "avg_pool2d": _pool,
-    "global_avg_pool2d": lambda n, s: [(*s[0][:2], 1, 1)],
+    "global_avg_pool2d": lambda n, s: [
+        (s[0][0], s[0][1] * s[0][4], 1, 1)
+        if n.attrs.get("layout") == "nchw8c"
+        else (*s[0][:2], 1, 1)
+    ],
     "global_max_pool2d": lambda n, s: [(*s[0][:2], 1, 1)],
     "gemm": _gemm,
     "matmul": _matmul,

@@ -41,7 +41,7 @@ from .conv import (
     conv_transpose2d_backward,
     select_conv_algo,
 )
-from .conv_blocked import BlockedConv2d, from_blocked, to_blocked
+from .conv_blocked import BlockedConv2d, from_blocked, global_avg_pool2d_blocked, to_blocked
 from .conv_plan import Conv2dPlan, plan_conv2d
 from .linear import linear, linear_backward
 from .loss import cross_entropy, cross_entropy_backward, mse_loss, mse_loss_backward
@@ -71,6 +71,7 @@ __all__ = [
     "BlockedConv2d",
     "to_blocked",
     "from_blocked",
+    "global_avg_pool2d_blocked",
     "plan_conv2d",
     "CONV_ALGOS",
     "adaptive_avg_pool2d",

@@ -23,11 +23,19 @@ from ..shapes import ConvParams
 from .conv import conv2d as conv2d  # for the example
 from .conv import conv_params
 
-__all__ = ["BLOCK", "BlockedConv2d", "to_blocked", "from_blocked", "blocked_shape"]
+__all__ = [
+    "BLOCK",
+    "BlockedConv2d",
+    "to_blocked",
+    "from_blocked",
+    "blocked_shape",
+    "global_avg_pool2d_blocked",
+]
 
 BLOCK = 8
 # activation -> the clamp the kernels fuse
 _CLAMPS = {None: (-np.inf, np.inf), "relu": (0.0, np.inf), "relu6": (0.0, 6.0)}
+_ONE_PHASE = np.ones(1, np.bool_)
 # Bytes of input one pointwise task sweeps for every group of output blocks (L2 is 512 KiB).
 _PW_CHUNK_BYTES = 64 << 10
 
@@ -83,14 +91,37 @@ def from_blocked(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     return out
 
 
-class BlockedConv2d:
-    """A prepared convolution on blocked arrays: ``conv(x, residual=None, out=None)``.
+def global_avg_pool2d_blocked(x: np.ndarray) -> np.ndarray:
+    """The blocked (n, c/8, h, w, 8) array -> its (n, c, 1, 1) mean over h and w (NCHW)."""
+    _check_float32("global_avg_pool2d_blocked", x, 5)
+    if x.shape[4] != BLOCK:
+        raise ValueError(f"global_avg_pool2d_blocked: the last dimension must be {BLOCK}, got "
+                         f"{x.shape}")  # fmt: skip
+    from ..kernels import sync_threads
+    from ..kernels.blocked import global_avg_pool_blocked
 
-    Covers (:meth:`supports`) float32 convolutions with channels in multiples of 8 that are
-    either 1x1, stride 1, unpadded, ungrouped (a residual may be fused), or depthwise
-    (groups == c_in == c_out, any kernel, stride, padding, dilation; no residual), with the
-    activations None, "relu" and "relu6". Same arguments as ``ops.plan_conv2d``;
-    ``input_shape`` is the logical (n, c, h, w) shape (the batch may differ per call).
+    n, cb = x.shape[:2]
+    out = np.empty((n, cb * BLOCK), np.float32)
+    sync_threads()
+    global_avg_pool_blocked(np.ascontiguousarray(x), out)
+    return out.reshape(n, cb * BLOCK, 1, 1)
+
+
+class BlockedConv2d:
+    """A prepared convolution that writes a blocked array: ``conv(x, residual=None, out=None)``.
+
+    Three kinds (:meth:`supports`), all float32 with c_out a multiple of 8 and the activations
+    None, "relu" or "relu6" fused:
+
+    - ``input_layout="nchw8c"`` (a blocked input, c_in a multiple of 8): 1x1, stride 1,
+      unpadded, ungrouped (a blocked residual may be fused), or depthwise (groups == c_in ==
+      c_out, any kernel, stride, padding, dilation; no residual);
+    - ``input_layout="nchw"`` (an NCHW input, any c_in): any ungrouped convolution, read from a
+      zero-padded copy of the input (a network's RGB stem, writing the blocked layout the
+      layers after it read).
+
+    Same arguments as ``ops.plan_conv2d``; ``input_shape`` is the logical (n, c, h, w) shape
+    (the batch may differ per call).
     """
 
     def __init__(
@@ -104,34 +135,57 @@ class BlockedConv2d:
         groups: int = 1,
         activation: str | None = None,
         input_shape: tuple,
+        input_layout: str = "nchw8c",
     ) -> None:
         from ..kernels import blocked as k
 
         weight = np.asarray(weight)
         n = 1 if input_shape[0] is None else input_shape[0]
         p = conv_params((n, *input_shape[1:]), weight.shape, stride, padding, dilation, groups)
-        reason = self.unsupported(p, weight.dtype, activation)
+        reason = self.unsupported(p, weight.dtype, activation, input_layout=input_layout)
         if reason:
             raise ValueError(f"BlockedConv2d: {reason}")
         self.params: ConvParams = p
+        self._kernels = _KERNELS
+        self._splits: dict[tuple, tuple] = {}
+        self._in_tail = (
+            (p.c_in, p.h, p.w) if input_layout == "nchw" else (p.c_in // BLOCK, p.h, p.w, BLOCK)
+        )
+        self._out_tail = (p.c_out // BLOCK, p.oh, p.ow, BLOCK)
         self.activation = activation
+        self.input_layout = input_layout
         self.lo, self.hi = _CLAMPS[activation]
         self.depthwise = p.g > 1
         self.out_blocks = p.c_out // BLOCK
         if self.depthwise:
             self.weight = k.pack_depthwise_weight(weight)
             self.bias = k.pack_bias(bias, p.c_out, self.out_blocks)
-        else:
-            self.weight = k.pack_pointwise_weight(weight)
-            self.bias = k.pack_bias(bias, p.c_out, self.weight.size // (BLOCK * p.c_in))
+            return
+        self.weight = k.pack_gemm_weight(weight)
+        terms = p.c_in * p.kh * p.kw
+        self.bias = k.pack_bias(bias, p.c_out, self.weight.size // (BLOCK * terms))
+        if input_layout == "nchw":  # term (c, i, j) of the zero-padded input
+            self.hp, self.wp = p.h + p.pt + p.pb, p.w + p.pl + p.pr
+            c, i, j = np.meshgrid(np.arange(p.c_in), np.arange(p.kh), np.arange(p.kw),
+                                  indexing="ij")  # fmt: skip
+            self.offs = (c * self.hp * self.wp + i * p.dh * self.wp + j * p.dw).ravel()
+            self.offs = self.offs.astype(np.int64)
 
     @staticmethod
-    def unsupported(p: ConvParams, dtype, activation, residual: bool = False) -> str | None:
+    def unsupported(
+        p: ConvParams, dtype, activation, residual: bool = False, input_layout: str = "nchw8c"
+    ) -> str | None:
         """Why :class:`BlockedConv2d` cannot run ``p``, or None if it can."""
         if np.dtype(dtype) != np.float32:
             return f"needs a float32 weight, got {np.dtype(dtype)}"
         if activation not in _CLAMPS:
             return f"fuses the activations None, 'relu' and 'relu6', got {activation!r}"
+        if input_layout == "nchw":
+            if p.c_out % BLOCK:
+                return f"needs output channels in multiples of {BLOCK}, got c_out={p.c_out}"
+            return "reads an NCHW input for ungrouped convolutions only" if p.g > 1 else None
+        if input_layout != "nchw8c":
+            return f"input_layout must be 'nchw8c' or 'nchw', got {input_layout!r}"
         if p.c_in % BLOCK or p.c_out % BLOCK:
             return f"needs channels in multiples of {BLOCK}, got c_in={p.c_in}, c_out={p.c_out}"
         pointwise = (p.kh, p.kw, p.sh, p.sw, p.pt, p.pb, p.pl, p.pr) == (1, 1, 1, 1, 0, 0, 0, 0)
@@ -142,31 +196,72 @@ class BlockedConv2d:
         return "runs 1x1 stride-1 unpadded ungrouped and depthwise convolutions only"
 
     @classmethod
-    def supports(cls, p: ConvParams, dtype=np.float32, activation=None, residual=False) -> bool:
-        return cls.unsupported(p, dtype, activation, residual) is None
+    def supports(
+        cls, p: ConvParams, dtype=np.float32, activation=None, residual=False, input_layout="nchw8c"
+    ) -> bool:
+        return cls.unsupported(p, dtype, activation, residual, input_layout) is None
+
+    @property
+    def name(self) -> str:
+        """What ``CompiledModel.profile`` shows as the algorithm."""
+        if self.depthwise:
+            return "blocked_depthwise"
+        return "blocked_gemm" if self.input_layout == "nchw" else "blocked_pointwise"
 
     def output_shape(self, n: int) -> tuple:
         p = self.params
         return (n, self.out_blocks, p.oh, p.ow, BLOCK)
 
-    def __call__(
-        self, x: np.ndarray, residual: np.ndarray | None = None, out: np.ndarray | None = None
-    ) -> np.ndarray:
-        from ..kernels import blocked as k
-        from ..kernels import sync_threads
-
+    def _check_input(self, x: np.ndarray) -> None:
         p = self.params
+        if self.input_layout == "nchw":
+            _check_float32("BlockedConv2d", x, 4)
+            if x.shape[1:] != (p.c_in, p.h, p.w):
+                raise ValueError(f"BlockedConv2d: expected an input (n, {p.c_in}, {p.h}, {p.w}), "
+                                 f"got {x.shape}")  # fmt: skip
+            return
         _check_float32("BlockedConv2d", x, 5)
         if x.shape[1:] != (p.c_in // BLOCK, p.h, p.w, BLOCK):
             raise ValueError(
                 f"BlockedConv2d: expected a blocked input (n, {p.c_in // BLOCK}, {p.h}, {p.w}, "
                 f"{BLOCK}), got {x.shape}"
             )
+
+    def _launch(self, n: int) -> tuple:
+        """The kernel's work split at batch ``n`` and the current thread count (cached)."""
+        threads = config.get_num_threads()
+        key = (n, threads)
+        split = self._splits.get(key)
+        if split is None:
+            from ..kernels.blocked import PW_BLOCKS, PW_PIXELS
+
+            p = self.params
+            pixels, terms = p.oh * p.ow, p.c_in * p.kh * p.kw
+            tiles = -(-pixels // PW_PIXELS)
+            # a task's input chunk stays in L2 (1x1 of a blocked input: 4 pixels x c_in)
+            chunk = max(1, _PW_CHUNK_BYTES // (PW_PIXELS * terms * 4))
+            want = 4 * threads  # tasks, for the threads to share evenly
+            chunk = min(chunk, max(1, -(-tiles * n // want)))
+            chunks = -(-tiles // chunk)
+            groups = -(-self.out_blocks // PW_BLOCKS)
+            split = self._splits[key] = (chunk, min(groups, max(1, -(-want // (n * chunks)))))
+        return split
+
+    def __call__(
+        self, x: np.ndarray, residual: np.ndarray | None = None, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        p = self.params
+        if (
+            not (isinstance(x, np.ndarray) and x.shape[1:] == self._in_tail and x.dtype == _F32)
+            or not x.flags.c_contiguous
+        ):
+            self._check_input(x)  # raises for the wrong kind of array
+            x = np.ascontiguousarray(x)
         n = x.shape[0]
-        shape = self.output_shape(n)
+        shape = (n, *self._out_tail)
         if out is None:
             out = np.empty(shape, np.float32)
-        elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+        elif out.shape != shape or out.dtype != _F32 or not out.flags.c_contiguous:
             raise ValueError(f"BlockedConv2d: out must be a contiguous float32 {shape}")
         if residual is not None:
             if self.depthwise:
@@ -175,27 +270,49 @@ class BlockedConv2d:
             if residual.shape != shape:
                 raise ValueError(f"BlockedConv2d: residual must have shape {shape}, got "
                                  f"{residual.shape}")  # fmt: skip
-        x = np.ascontiguousarray(x)
-        sync_threads()
+        k = self._kernels
+        k.sync_threads()
+        flat_out = out.reshape(-1)
         if self.depthwise:
             k.depthwise_blocked(
                 x.reshape(-1), self.weight, self.bias, n, p.c_in // BLOCK, p.h, p.w, p.kh, p.kw,
-                p.sh, p.sw, p.pt, p.pl, p.dh, p.dw, p.oh, p.ow, self.lo, self.hi,
-                out.reshape(-1),
+                p.sh, p.sw, p.pt, p.pl, p.dh, p.dw, p.oh, p.ow, self.lo, self.hi, flat_out,
             )  # fmt: skip
             return out
-        pixels = p.h * p.w
-        tiles = -(-pixels // k.PW_PIXELS)
-        chunk = max(1, _PW_CHUNK_BYTES // (k.PW_PIXELS * p.c_in * 4))
-        want = 4 * config.get_num_threads()  # tasks, for the threads to share evenly
-        chunk = min(chunk, max(1, -(-tiles * n // want)))
-        chunks = -(-tiles // chunk)
-        groups = -(-self.out_blocks // k.PW_BLOCKS)
-        splits = min(groups, max(1, -(-want // (n * chunks))))
-        flat_out = out.reshape(-1)
-        res = flat_out if residual is None else np.ascontiguousarray(residual).reshape(-1)
-        k.pointwise_blocked(
-            x.reshape(-1), self.weight, self.bias, res, residual is not None, n, p.c_in,
-            self.out_blocks, pixels, chunk, splits, self.lo, self.hi, flat_out,
+        if self.input_layout == "nchw" and (self.hp, self.wp) != (p.h, p.w):
+            padded = np.empty((n, p.c_in, 1, 1, self.hp, self.wp), np.float32)
+            k.pad_phase_split(x, p.pt, p.pl, 1, 1, self.hp, self.wp, _ONE_PHASE, padded)
+            x = padded
+        chunk, splits = self._launch(n)
+        has_res = residual is not None
+        res = np.ascontiguousarray(residual).reshape(-1) if has_res else flat_out
+        if self.input_layout == "nchw8c":
+            k.pointwise_blocked(
+                x.reshape(-1), self.weight, self.bias, res, has_res, n, p.c_in, self.out_blocks,
+                p.oh * p.ow, chunk, splits, self.lo, self.hi, flat_out,
+            )  # fmt: skip
+            return out
+        k.gemm_conv_blocked(
+            x.reshape(-1), x.size // n, self.offs, p.sh * self.wp, p.sw, p.ow, self.weight,
+            self.bias, res, has_res, n, self.out_blocks, p.oh * p.ow, chunk, splits, self.lo,
+            self.hi, flat_out,
         )  # fmt: skip
         return out
+
+
+class _Kernels:
+    """The Numba kernels, imported on first use (``import cnnperf`` compiles nothing)."""
+
+    def __getattr__(self, name: str):
+        from ..kernels import blocked, sync_threads
+        from ..kernels.implicit_gemm import pad_phase_split
+
+        for kernel in ("pointwise_blocked", "gemm_conv_blocked", "depthwise_blocked"):
+            setattr(self, kernel, getattr(blocked, kernel))
+        self.pad_phase_split = pad_phase_split
+        self.sync_threads = sync_threads
+        return object.__getattribute__(self, name)
+
+
+_KERNELS = _Kernels()
+_F32 = np.dtype(np.float32)
