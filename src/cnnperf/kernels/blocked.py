@@ -137,7 +137,7 @@ def pack_bias(bias: np.ndarray | None, c: int, blocks: int) -> np.ndarray:
 
 @njit(parallel=True, cache=True, error_model="numpy")
 def pointwise_blocked(
-    x, w, bias, res, has_res, n, c_in, c_out_blocks, pixels, tile_chunk, splits, lo, hi, out
+    x, w, bias, res, has_res, n, c_in, c_out_blocks, pixels, tile_chunk, splits, offs, lo, hi, out
 ):  # pragma: no cover - compiled
     """``out[b, ob, p, :] = clamp(bias[ob] + sum_ic w[ob, ic, :] * x[b, ic // 8, p, ic % 8]
     (+ res[b, ob, p, :]), lo, hi)``: a 1x1 stride-1 convolution on the blocked layout.
@@ -152,6 +152,9 @@ def pointwise_blocked(
             of output blocks stays in L2).
         splits: the groups of PW_BLOCKS output blocks are dealt out to this many tasks per
             pixel chunk (more tasks than images x chunks for the threads to share).
+        offs: (c_in,) ``(c // 8)*pixels*8 + c % 8``, channel c's offset in an image, for the
+            last group when it has fewer than PW_BLOCKS blocks (the tile of
+            :func:`gemm_conv_blocked`).
         lo, hi: the clamp.
         out: (n, c_out_blocks, pixels, 8), flat, written completely.
     """
@@ -176,6 +179,13 @@ def pointwise_blocked(
                 o1 = min(p + 1, pixels - 1) * BLOCK
                 o2 = min(p + 2, pixels - 1) * BLOCK
                 o3 = min(p + 3, pixels - 1) * BLOCK
+                ob = g * PW_BLOCKS
+                m = min(PW_PIXELS, pixels - p)
+                if ob + PW_BLOCKS > c_out_blocks:
+                    _store_tail(out, res, has_res, bias, x, w, offs, wg, c_in * BLOCK, b, ob,
+                                c_out_blocks - ob, c_out_blocks, plane, p, m, xb + o0, xb + o1,
+                                xb + o2, xb + o3, lov, hiv)  # fmt: skip
+                    continue
                 a00 = vzero()
                 a01 = vzero()
                 a02 = vzero()
@@ -214,16 +224,12 @@ def pointwise_blocked(
                         a03 = vfma(w0, xv, a03)
                         a13 = vfma(w1, xv, a13)
                         a23 = vfma(w2, xv, a23)
-                ob = g * PW_BLOCKS
-                m = min(PW_PIXELS, pixels - p)
                 _pw_store(out, res, has_res, bias, b, ob, c_out_blocks, plane, p, m,
                           a00, a01, a02, a03, lov, hiv)  # fmt: skip
-                if ob + 1 < c_out_blocks:
-                    _pw_store(out, res, has_res, bias, b, ob + 1, c_out_blocks, plane, p, m,
-                              a10, a11, a12, a13, lov, hiv)  # fmt: skip
-                if ob + 2 < c_out_blocks:
-                    _pw_store(out, res, has_res, bias, b, ob + 2, c_out_blocks, plane, p, m,
-                              a20, a21, a22, a23, lov, hiv)  # fmt: skip
+                _pw_store(out, res, has_res, bias, b, ob + 1, c_out_blocks, plane, p, m,
+                          a10, a11, a12, a13, lov, hiv)  # fmt: skip
+                _pw_store(out, res, has_res, bias, b, ob + 2, c_out_blocks, plane, p, m,
+                          a20, a21, a22, a23, lov, hiv)  # fmt: skip
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
@@ -299,6 +305,13 @@ def gemm_conv_blocked(
                 o2 = xb + y * row_pitch + xo * col_pitch if p + 2 < pixels else o0
                 y, xo = _next_pixel(y, xo, ow)
                 o3 = xb + y * row_pitch + xo * col_pitch if p + 3 < pixels else o0
+                ob = g * PW_BLOCKS
+                m = min(PW_PIXELS, pixels - p)
+                if ob + PW_BLOCKS > c_out_blocks:
+                    _store_tail(out, res, has_res, bias, x, w, offs, wg, wstep, b, ob,
+                                c_out_blocks - ob, c_out_blocks, plane, p, m, o0, o1, o2, o3,
+                                lov, hiv)  # fmt: skip
+                    continue
                 a00 = vzero()
                 a01 = vzero()
                 a02 = vzero()
@@ -335,16 +348,75 @@ def gemm_conv_blocked(
                     a03 = vfma(w0, xv, a03)
                     a13 = vfma(w1, xv, a13)
                     a23 = vfma(w2, xv, a23)
-                ob = g * PW_BLOCKS
-                m = min(PW_PIXELS, pixels - p)
                 _pw_store(out, res, has_res, bias, b, ob, c_out_blocks, plane, p, m,
                           a00, a01, a02, a03, lov, hiv)  # fmt: skip
-                if ob + 1 < c_out_blocks:
-                    _pw_store(out, res, has_res, bias, b, ob + 1, c_out_blocks, plane, p, m,
-                              a10, a11, a12, a13, lov, hiv)  # fmt: skip
-                if ob + 2 < c_out_blocks:
-                    _pw_store(out, res, has_res, bias, b, ob + 2, c_out_blocks, plane, p, m,
-                              a20, a21, a22, a23, lov, hiv)  # fmt: skip
+                _pw_store(out, res, has_res, bias, b, ob + 1, c_out_blocks, plane, p, m,
+                          a10, a11, a12, a13, lov, hiv)  # fmt: skip
+                _pw_store(out, res, has_res, bias, b, ob + 2, c_out_blocks, plane, p, m,
+                          a20, a21, a22, a23, lov, hiv)  # fmt: skip
+
+
+@njit(inline="always")
+def _tile2(x, w, offs, wi0, wstep, o0, o1, o2, o3):  # pragma: no cover - compiled
+    """The last group's tile when it has 2 output blocks: 8 accumulators (the 3-block tile
+    would spend a third of its FMAs on the weight's zero padding)."""
+    a00 = vzero()
+    a01 = vzero()
+    a02 = vzero()
+    a03 = vzero()
+    a10 = vzero()
+    a11 = vzero()
+    a12 = vzero()
+    a13 = vzero()
+    for k in range(offs.shape[0]):
+        off = offs[k]
+        wi = wi0 + k * BLOCK
+        w0 = vload(w, wi)
+        w1 = vload(w, wi + wstep)
+        xv = vbcast_load(x, o0 + off)
+        a00 = vfma(w0, xv, a00)
+        a10 = vfma(w1, xv, a10)
+        xv = vbcast_load(x, o1 + off)
+        a01 = vfma(w0, xv, a01)
+        a11 = vfma(w1, xv, a11)
+        xv = vbcast_load(x, o2 + off)
+        a02 = vfma(w0, xv, a02)
+        a12 = vfma(w1, xv, a12)
+        xv = vbcast_load(x, o3 + off)
+        a03 = vfma(w0, xv, a03)
+        a13 = vfma(w1, xv, a13)
+    return a00, a01, a02, a03, a10, a11, a12, a13
+
+
+@njit(inline="always")
+def _tile1(x, w, offs, wi0, o0, o1, o2, o3):  # pragma: no cover - compiled
+    """The last group's tile when it has 1 output block: 4 accumulators."""
+    a0 = vzero()
+    a1 = vzero()
+    a2 = vzero()
+    a3 = vzero()
+    for k in range(offs.shape[0]):
+        off = offs[k]
+        w0 = vload(w, wi0 + k * BLOCK)
+        a0 = vfma(w0, vbcast_load(x, o0 + off), a0)
+        a1 = vfma(w0, vbcast_load(x, o1 + off), a1)
+        a2 = vfma(w0, vbcast_load(x, o2 + off), a2)
+        a3 = vfma(w0, vbcast_load(x, o3 + off), a3)
+    return a0, a1, a2, a3
+
+
+@njit(inline="always")
+def _store_tail(out, res, has_res, bias, x, w, offs, wg, wstep, b, ob, nb, cbo, plane, p, m,
+                o0, o1, o2, o3, lov, hiv):  # fmt: skip  # pragma: no cover - compiled
+    """Compute and store a tile of the last group, of ``nb`` (1 or 2) output blocks."""
+    if nb == 2:
+        a00, a01, a02, a03, a10, a11, a12, a13 = _tile2(x, w, offs, wg, wstep, o0, o1, o2, o3)
+        _pw_store(out, res, has_res, bias, b, ob, cbo, plane, p, m, a00, a01, a02, a03, lov, hiv)
+        _pw_store(out, res, has_res, bias, b, ob + 1, cbo, plane, p, m, a10, a11, a12, a13, lov,
+                  hiv)  # fmt: skip
+    else:
+        a0, a1, a2, a3 = _tile1(x, w, offs, wg, o0, o1, o2, o3)
+        _pw_store(out, res, has_res, bias, b, ob, cbo, plane, p, m, a0, a1, a2, a3, lov, hiv)
 
 
 @njit(inline="always")

@@ -164,7 +164,10 @@ class BlockedConv2d:
         self.weight = k.pack_gemm_weight(weight)
         terms = p.c_in * p.kh * p.kw
         self.bias = k.pack_bias(bias, p.c_out, self.weight.size // (BLOCK * terms))
-        if input_layout == "nchw":  # term (c, i, j) of the zero-padded input
+        if input_layout == "nchw8c":  # channel c of pixel 0 of a blocked image
+            c = np.arange(p.c_in)
+            self.offs = ((c // BLOCK) * (p.h * p.w * BLOCK) + c % BLOCK).astype(np.int64)
+        else:  # term (c, i, j) of the zero-padded input
             self.hp, self.wp = p.h + p.pt + p.pb, p.w + p.pl + p.pr
             c, i, j = np.meshgrid(np.arange(p.c_in), np.arange(p.kh), np.arange(p.kw),
                                   indexing="ij")  # fmt: skip
@@ -238,12 +241,18 @@ class BlockedConv2d:
             p = self.params
             pixels, terms = p.oh * p.ow, p.c_in * p.kh * p.kw
             tiles = -(-pixels // PW_PIXELS)
-            # a task's input chunk stays in L2 (1x1 of a blocked input: 4 pixels x c_in)
-            chunk = max(1, _PW_CHUNK_BYTES // (PW_PIXELS * terms * 4))
-            want = 4 * threads  # tasks, for the threads to share evenly
-            chunk = min(chunk, max(1, -(-tiles * n // want)))
-            chunks = -(-tiles // chunk)
             groups = -(-self.out_blocks // PW_BLOCKS)
+            want = 4 * threads  # tasks, for the threads to share evenly
+            if self.out_blocks * BLOCK > pixels:
+                # more weight than input (the small late planes): every task sweeps all of
+                # an image's pixels for its groups of output blocks, so each weight is read
+                # once per image, not once per pixel chunk
+                chunk = tiles
+            else:
+                # a task's input chunk stays in L2 (1x1 of a blocked input: 4 pixels x c_in)
+                chunk = max(1, _PW_CHUNK_BYTES // (PW_PIXELS * terms * 4))
+                chunk = min(chunk, max(1, -(-tiles * n // want)))
+            chunks = -(-tiles // chunk)
             split = self._splits[key] = (chunk, min(groups, max(1, -(-want // (n * chunks)))))
         return split
 
@@ -289,7 +298,7 @@ class BlockedConv2d:
         if self.input_layout == "nchw8c":
             k.pointwise_blocked(
                 x.reshape(-1), self.weight, self.bias, res, has_res, n, p.c_in, self.out_blocks,
-                p.oh * p.ow, chunk, splits, self.lo, self.hi, flat_out,
+                p.oh * p.ow, chunk, splits, self.offs, self.lo, self.hi, flat_out,
             )  # fmt: skip
             return out
         k.gemm_conv_blocked(
