@@ -16,10 +16,10 @@ from hypothesis import strategies as st
 import cnnperf
 from cnnperf import ops, reference
 
-ALGOS = ["auto", "direct", "im2col", "implicit_gemm"]
+ALGOS = ["auto", "direct", "im2col", "implicit_gemm", "blocked_gemm"]
 # Float32 result against the float64 reference, relative to max |reference|: these algorithms
 # accumulate in float32 along c_in*kh*kw (at most a few hundred terms here).
-REFERENCE_TOL = {"auto": 1e-5, "direct": 1e-5, "im2col": 1e-5, "implicit_gemm": 1e-5}
+REFERENCE_TOL = dict.fromkeys(ALGOS, 1e-5)
 TORCH_TOL = 1e-4  # the bar: relative error <= 1e-4 of the output's max-abs
 
 

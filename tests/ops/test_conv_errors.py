@@ -152,8 +152,12 @@ def test_algorithm_that_does_not_cover_a_case_raises_not_implemented(monkeypatch
         (ConvParams(8, 144, 56, 56, 24, 1, 1), "im2col"),  # batch 8
         (ConvParams(1, 64, 56, 56, 256, 1, 1), "im2col"),  # wide outputs: ResNet-50's expand
         (ConvParams(1, 64, 56, 56, 128, 1, 1, 2, 2), "implicit_gemm"),  # ResNet-18 downsample
-        (ConvParams(8, 128, 28, 28, 256, 1, 1, 2, 2), "implicit_gemm"),
-        (ConvParams(1, 128, 28, 28, 256, 1, 1, 2, 2), "im2col"),  # 196 px at batch 1
+        (ConvParams(8, 128, 28, 28, 256, 1, 1, 2, 2), "blocked_gemm"),  # 128 inputs
+        (ConvParams(1, 128, 28, 28, 256, 1, 1, 2, 2), "blocked_gemm"),
+        (ConvParams(1, 256, 7, 7, 512, 1, 1, 2, 2), "im2col"),  # a 4x4 output
+        (ConvParams(1, 64, 56, 56, 128, 3, 3, 2, 2, 1, 1, 1, 1), "blocked_gemm"),  # 3x3/2
+        (ConvParams(8, 128, 56, 56, 128, 3, 3, 2, 2, 1, 1, 1, 1), "blocked_gemm"),
+        (ConvParams(8, 512, 14, 14, 512, 3, 3, 2, 2, 1, 1, 1, 1), "im2col"),  # 14x14 in
         (ConvParams(1, 160, 7, 7, 960, 1, 1), "im2col"),  # a longer reduction on 7x7
         (ConvParams(64, 16, 8, 8, 32, 3, 3, 2, 2, 1, 1, 1, 1), "im2col"),  # 4x4 out: side by side
         (ConvParams(1, 1, 8, 8, 16, 3, 3, 1, 1, 1, 1, 1, 1), "direct"),  # digits, batch 1
@@ -177,7 +181,7 @@ VGG_512_28_B8 = ConvParams(8, 512, 28, 28, 512, 3, 3, 1, 1, 1, 1, 1, 1)
     "params, prepared, expected",
     [
         (RESNET_512_7, False, "im2col"),  # eager: the weight transform would not pay off
-        (RESNET_512_7, True, "implicit_gemm"),  # a plan, 49 outputs: the weight as it is
+        (RESNET_512_7, True, "blocked_gemm"),  # a plan, 49 outputs: the weight packed once
         (RESNET_512_7_B8, False, "winograd_f23"),  # eager, few tiles for a big weight
         (RESNET_512_7_B8, True, "winograd"),
         (VGG_512_28_B8, False, "winograd"),

@@ -33,8 +33,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from . import FASTMATH
-from .simd import vadd, vbcast, vbcast_load, vclamp, vfma, vload, vstore, vzero
+from .simd import vadd, vbcast, vbcast_load, vclamp, vfma, vload, vmul, vstore, vzero
 
 __all__ = [
     "BLOCK",
@@ -75,34 +74,32 @@ def to_blocked(x, out):  # pragma: no cover - compiled
 
 @njit(parallel=True, cache=True)
 def from_blocked(x, out):  # pragma: no cover - compiled
-    """``out[b, k*8 + j, y, x] = x[b, k, y, x, j]``: (n, c/8, h, w, 8) -> (n, c, h, w)."""
+    """``out[b, k*8 + j, y, x] = x[b, k, y, x, j]``: (n, cb, h, w, 8) -> (n, c, h, w) for the
+    first ``c <= cb*8`` channels (the last block's lanes past ``c`` are dropped)."""
     n, cb, h, w, _ = x.shape
+    c = out.shape[1]
     for t in prange(n * cb * h):
         b = t // (cb * h)
         k = (t // h) % cb
         y = t % h
         src = x[b, k, y]
-        for j in range(BLOCK):
+        for j in range(min(BLOCK, c - k * BLOCK)):
             dst = out[b, k * BLOCK + j, y]
             for i in range(w):
                 dst[i] = src[i, j]
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
-def global_avg_pool_blocked(x, out):  # pragma: no cover - compiled
-    """``out[b, k*8 + j] = mean over (y, x) of x[b, k, y, x, j]``: (n, c/8, h, w, 8) -> (n, c)."""
-    n, cb, h, w, _ = x.shape
-    scale = np.float32(1.0) / np.float32(h * w)
+@njit(parallel=True, cache=True)
+def global_avg_pool_blocked(x, n, cb, pixels, out):  # pragma: no cover - compiled
+    """``out[b, k*8 + j] = mean over p of x[b, k, p, j]``: the blocked (n, cb, pixels, 8), flat,
+    to (n, cb*8), flat. Sums in pixel order, one 8-lane vector per block (no allocation)."""
+    scale = vbcast(np.float32(1.0) / np.float32(pixels))
     for t in prange(n * cb):
-        b = t // cb
-        k = t % cb
-        src = x[b, k].reshape(h * w, BLOCK)
-        acc = np.zeros(BLOCK, np.float32)
-        for p in range(h * w):
-            for j in range(BLOCK):
-                acc[j] += src[p, j]
-        for j in range(BLOCK):
-            out[b, k * BLOCK + j] = acc[j] * scale
+        base = t * pixels * BLOCK
+        acc = vzero()
+        for p in range(pixels):
+            acc = vadd(acc, vload(x, base + p * BLOCK))
+        vstore(out, t * BLOCK, vmul(acc, scale))
 
 
 def pack_gemm_weight(w: np.ndarray) -> np.ndarray:

@@ -40,6 +40,7 @@ __all__ = [
     "vstore_n",
     "vfma",
     "vadd",
+    "vmul",
     "vclamp",
 ]
 
@@ -214,6 +215,16 @@ def vadd(typingctx, a, b):
 
     def codegen(context, builder, sig, args):
         return builder.fadd(args[0], args[1])
+
+    return vec8f(vec8f, vec8f), codegen
+
+
+@intrinsic
+def vmul(typingctx, a, b):
+    """``a * b`` lane-wise."""
+
+    def codegen(context, builder, sig, args):
+        return builder.fmul(args[0], args[1])
 
     return vec8f(vec8f, vec8f), codegen
 

@@ -24,7 +24,7 @@ from .epilogue import parse_activation
 
 # isort: split
 # Algorithm modules register themselves in CONV_ALGOS on import (one line each).
-from . import conv_fft, conv_implicit, conv_winograd  # noqa: E402, F401
+from . import conv_blocked, conv_fft, conv_implicit, conv_winograd  # noqa: E402, F401
 
 __all__ = [
     "conv2d",
@@ -170,12 +170,30 @@ def _heuristic(p: ConvParams, weight_prepared: bool = False) -> ConvAlgorithm:
     if p.c_in // p.g <= 4 and not small:
         return CONV_ALGOS["implicit_gemm"]
     # A plan at batch 1 on a plane of at most 64 outputs (ResNet's 512x7x7): Winograd's weight,
-    # 16/9 or 36/9 times the size, streams from memory for a handful of tiles, while implicit
-    # GEMM reads the weight as it is (flat runs, kernels/implicit_gemm.py). ResNet-18 at batch
-    # 1, compiled, min of 20 interleaved runs: 32.7 ms with Winograd on layer4's three 3x3
-    # convolutions, 30.0 with implicit GEMM (kernel alone: 3.6 vs 2.8 ms each).
+    # 16/9 or 36/9 times the size, streams from memory for a handful of tiles, while the GEMM
+    # kernels read the weight as it is. ResNet-18 at batch 1, compiled, min of 20 interleaved
+    # runs: 32.7 ms with Winograd on layer4's three 3x3 convolutions, 30.0 with implicit GEMM
+    # (kernel alone: 3.6 vs 2.8 ms each). The blocked GEMM (ops.conv_blocked: 4 pixels x 24
+    # channels per micro-kernel, then one conversion to NCHW) beat implicit GEMM on such plans
+    # (ungrouped; medians of 40 interleaved calls, relu fused, batch 1, blocked / implicit):
+    # ResNet's 512x7x7 0.78, ResNet-50's 512->512 3x3/2 on 14x14 0.83, 32->64 and 16->32 3x3
+    # on 8x8 0.85 and 0.94, 64->64 on 4x4 0.78.
     if weight_prepared and p.n * p.oh * p.ow <= GEMM_BATCH_MAX_PIXELS and p.kh * p.kw > 1:
-        return CONV_ALGOS["implicit_gemm"]
+        return CONV_ALGOS["blocked_gemm" if p.g == 1 else "implicit_gemm"]
+    # Strided layers with at least 64 input channels, ungrouped: the blocked GEMM reads each
+    # tap of the zero-padded input in place, where im2col first copies the strided windows.
+    # Same measurements, plans (blocked_gemm / the algorithm chosen before): 3x3/2 on 56x56
+    # and 28x28 inputs (ResNet-18's 64->128 and 128->256, ResNet-50's 128->128 and 256->256)
+    # 0.68-0.75 at batch 1 and 0.61-0.66 at batch 8; 1x1/2 with 128 and 256 inputs 0.68 and
+    # 0.72 at batch 1, 0.84 and 0.95 at batch 8 (with 64 inputs 0.94 and 0.95: left to the
+    # rules below). On 14x14 inputs at batch 8 it lost (512->512 3x3/2: 1.17). Eager calls
+    # pack the weight each time, which these layers repay with at least 49 multiply-adds per
+    # weight element per image.
+    strided = p.sh * p.sw > 1 and p.g == 1
+    if strided and p.kh * p.kw > 1 and p.c_in >= 64 and p.h * p.w >= 784:
+        return CONV_ALGOS["blocked_gemm"]
+    if strided and p.kh * p.kw == 1 and p.c_in >= 128 and p.h * p.w >= 196:
+        return CONV_ALGOS["blocked_gemm"]
     # 3x3 stride-1 layers with at least 16 channels per group: Winograd. Measured with the weight
     # prepared once (conv_winograd's module docstring): 1.24-2.5x faster than im2col on the
     # ResNet 3x3 layers (64x56x56 .. 512x7x7, batch 1 and 8); it loses on the 3-channel stem

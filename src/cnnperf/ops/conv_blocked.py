@@ -7,6 +7,7 @@ layout (1x1 stride-1 unpadded, and depthwise), reading and writing blocked array
 relu / relu6 and (1x1) a residual fused. ``compile.layout`` chains them through a model.
 
 Example:
+    >>> from cnnperf.ops import conv2d
     >>> x = np.random.default_rng(0).random((1, 16, 5, 5), dtype=np.float32)
     >>> w = np.full((8, 16, 1, 1), 0.5, np.float32)
     >>> y = from_blocked(BlockedConv2d(w, None, input_shape=x.shape)(to_blocked(x)))
@@ -20,8 +21,8 @@ import numpy as np
 
 from .. import config
 from ..shapes import ConvParams
-from .conv import conv2d as conv2d  # for the example
-from .conv import conv_params
+from .conv_algos import CONV_ALGOS, ConvAlgorithm, register_conv_algo
+from .epilogue import NO_EPILOGUE, Epilogue, apply_epilogue
 
 __all__ = [
     "BLOCK",
@@ -30,6 +31,7 @@ __all__ = [
     "from_blocked",
     "blocked_shape",
     "global_avg_pool2d_blocked",
+    "BlockedGemmConv",
 ]
 
 BLOCK = 8
@@ -73,7 +75,8 @@ def to_blocked(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
 
 
 def from_blocked(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """The blocked (n, c/8, h, w, 8) array -> (n, c, h, w)."""
+    """The blocked (n, c/8, h, w, 8) array -> (n, c, h, w). An ``out`` of (n, c', h, w) with
+    ``c - 8 < c' <= c`` takes the first c' channels (a zero-padded last block dropped)."""
     _check_float32("from_blocked", x, 5)
     if x.shape[4] != BLOCK:
         raise ValueError(f"from_blocked: the last dimension must be {BLOCK}, got {x.shape}")
@@ -81,8 +84,14 @@ def from_blocked(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     shape = (n, cb * BLOCK, h, w)
     if out is None:
         out = np.empty(shape, np.float32)
-    elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
-        raise ValueError(f"from_blocked: out must be a contiguous float32 {shape}, got {out.shape}")
+    elif (
+        out.shape[:1] + out.shape[2:] != (n, h, w)
+        or not shape[1] - BLOCK < out.shape[1] <= shape[1]
+        or out.dtype != np.float32
+        or not out.flags.c_contiguous
+    ):
+        raise ValueError(f"from_blocked: out must be a contiguous float32 {shape} (or with up "
+                         f"to {BLOCK - 1} channels fewer), got {out.shape}")  # fmt: skip
     from ..kernels import sync_threads
     from ..kernels.blocked import from_blocked as kernel
 
@@ -100,11 +109,11 @@ def global_avg_pool2d_blocked(x: np.ndarray) -> np.ndarray:
     from ..kernels import sync_threads
     from ..kernels.blocked import global_avg_pool_blocked
 
-    n, cb = x.shape[:2]
-    out = np.empty((n, cb * BLOCK), np.float32)
+    n, cb, h, w, _ = x.shape
+    out = np.empty((n, cb * BLOCK, 1, 1), np.float32)
     sync_threads()
-    global_avg_pool_blocked(np.ascontiguousarray(x), out)
-    return out.reshape(n, cb * BLOCK, 1, 1)
+    global_avg_pool_blocked(np.ascontiguousarray(x).reshape(-1), n, cb, h * w, out.reshape(-1))
+    return out
 
 
 class BlockedConv2d:
@@ -138,6 +147,7 @@ class BlockedConv2d:
         input_layout: str = "nchw8c",
     ) -> None:
         from ..kernels import blocked as k
+        from .conv import conv_params
 
         weight = np.asarray(weight)
         n = 1 if input_shape[0] is None else input_shape[0]
@@ -259,7 +269,6 @@ class BlockedConv2d:
     def __call__(
         self, x: np.ndarray, residual: np.ndarray | None = None, out: np.ndarray | None = None
     ) -> np.ndarray:
-        p = self.params
         if (
             not (isinstance(x, np.ndarray) and x.shape[1:] == self._in_tail and x.dtype == _F32)
             or not x.flags.c_contiguous
@@ -279,34 +288,53 @@ class BlockedConv2d:
             if residual.shape != shape:
                 raise ValueError(f"BlockedConv2d: residual must have shape {shape}, got "
                                  f"{residual.shape}")  # fmt: skip
+        return self._run(x, out, self.bias, self.lo, self.hi, residual)
+
+    def _run(self, x, out, bias, lo, hi, residual=None) -> np.ndarray:
+        """Run the kernel on checked arrays with this bias (packed) and clamp."""
+        p = self.params
+        n = x.shape[0]
         k = self._kernels
         k.sync_threads()
         flat_out = out.reshape(-1)
         if self.depthwise:
             k.depthwise_blocked(
-                x.reshape(-1), self.weight, self.bias, n, p.c_in // BLOCK, p.h, p.w, p.kh, p.kw,
-                p.sh, p.sw, p.pt, p.pl, p.dh, p.dw, p.oh, p.ow, self.lo, self.hi, flat_out,
+                x.reshape(-1), self.weight, bias, n, p.c_in // BLOCK, p.h, p.w, p.kh, p.kw,
+                p.sh, p.sw, p.pt, p.pl, p.dh, p.dw, p.oh, p.ow, lo, hi, flat_out,
             )  # fmt: skip
             return out
-        if self.input_layout == "nchw" and (self.hp, self.wp) != (p.h, p.w):
-            padded = np.empty((n, p.c_in, 1, 1, self.hp, self.wp), np.float32)
-            k.pad_phase_split(x, p.pt, p.pl, 1, 1, self.hp, self.wp, _ONE_PHASE, padded)
-            x = padded
-        chunk, splits = self._launch(n)
         has_res = residual is not None
         res = np.ascontiguousarray(residual).reshape(-1) if has_res else flat_out
         if self.input_layout == "nchw8c":
+            chunk, splits = self._launch(n)
             k.pointwise_blocked(
-                x.reshape(-1), self.weight, self.bias, res, has_res, n, p.c_in, self.out_blocks,
-                p.oh * p.ow, chunk, splits, self.offs, self.lo, self.hi, flat_out,
+                x.reshape(-1), self.weight, bias, res, has_res, n, p.c_in, self.out_blocks,
+                p.oh * p.ow, chunk, splits, self.offs, lo, hi, flat_out,
             )  # fmt: skip
             return out
-        k.gemm_conv_blocked(
-            x.reshape(-1), x.size // n, self.offs, p.sh * self.wp, p.sw, p.ow, self.weight,
-            self.bias, res, has_res, n, self.out_blocks, p.oh * p.ow, chunk, splits, self.lo,
-            self.hi, flat_out,
-        )  # fmt: skip
+        x = self._padded(x)
+        self._gemm(x.reshape(-1), x.size // n, self.offs, flat_out, bias, lo, hi, n, res, has_res)
         return out
+
+    def _padded(self, x: np.ndarray) -> np.ndarray:
+        """An NCHW input zero-padded for the gemm kernel (x itself when unpadded)."""
+        p = self.params
+        if (self.hp, self.wp) == (p.h, p.w):
+            return x
+        padded = np.empty((x.shape[0], x.shape[1], 1, 1, self.hp, self.wp), np.float32)
+        self._kernels.pad_phase_split(x, p.pt, p.pl, 1, 1, self.hp, self.wp, _ONE_PHASE, padded)
+        return padded
+
+    def _gemm(self, xf, img_stride, offs, flat_out, bias, lo, hi, n, res=None, has_res=False):
+        """gemm_conv_blocked on a padded NCHW source: images ``img_stride`` apart, this conv's
+        input channels at ``offs`` (a group's: shifted to its first channel)."""
+        p = self.params
+        chunk, splits = self._launch(n)
+        self._kernels.gemm_conv_blocked(
+            xf, img_stride, offs, p.sh * self.wp, p.sw, p.ow, self.weight, bias,
+            flat_out if res is None else res, has_res, n, self.out_blocks, p.oh * p.ow, chunk,
+            splits, lo, hi, flat_out,
+        )  # fmt: skip
 
 
 class _Kernels:
@@ -316,7 +344,8 @@ class _Kernels:
         from ..kernels import blocked, sync_threads
         from ..kernels.implicit_gemm import pad_phase_split
 
-        for kernel in ("pointwise_blocked", "gemm_conv_blocked", "depthwise_blocked"):
+        for kernel in ("pointwise_blocked", "gemm_conv_blocked", "depthwise_blocked",
+                       "from_blocked"):  # fmt: skip
             setattr(self, kernel, getattr(blocked, kernel))
         self.pad_phase_split = pad_phase_split
         self.sync_threads = sync_threads
@@ -325,3 +354,81 @@ class _Kernels:
 
 _KERNELS = _Kernels()
 _F32 = np.dtype(np.float32)
+
+
+# ops.conv2d's epilogue codes the blocked kernels apply as a clamp: none, relu, relu6
+_CLAMP_CODES = {0: (-np.inf, np.inf), 1: (0.0, np.inf), 2: (0.0, 6.0)}
+
+
+class BlockedGemmConv(ConvAlgorithm):
+    """The "blocked_gemm" convolution algorithm on NCHW arrays: :func:`gemm_conv_blocked
+    <cnnperf.kernels.blocked.gemm_conv_blocked>` reads the zero-padded input through a table of
+    term offsets and writes a channel-blocked buffer per group (bias and relu / relu6 fused),
+    which :func:`from_blocked` turns into the group's channels of ``out``. float32, any kernel,
+    stride, padding, dilation and groups (each group's output channels padded to a multiple of
+    8 with zero weights); a residual and other activations run as a second pass; float64 runs
+    im2col.
+
+    Chosen for plans at batch 1 where its micro-kernel (4 pixels x 24 channels) beats the
+    alternatives even with the conversion (``ops.conv._heuristic``).
+    """
+
+    name = "blocked_gemm"
+    pads_input = True
+
+    def prepare_weight(self, w, p):
+        w = np.ascontiguousarray(w)
+        if w.dtype != np.float32:
+            return (w, None)
+        cog, cig = p.c_out // p.g, p.c_in // p.g
+        cog8 = -(-cog // BLOCK) * BLOCK
+        groups = []
+        for gi in range(p.g):
+            wg = w[gi * cog : (gi + 1) * cog]
+            if cog8 != cog:  # zero output channels, dropped again by from_blocked
+                wg = np.concatenate([wg, np.zeros((cog8 - cog, *w.shape[1:]), w.dtype)])
+            conv = BlockedConv2d(
+                wg, None, stride=(p.sh, p.sw), padding=((p.pt, p.pb), (p.pl, p.pr)),
+                dilation=(p.dh, p.dw), input_shape=(None, cig, p.h, p.w), input_layout="nchw",
+            )  # fmt: skip
+            groups.append((conv, conv.offs + gi * cig * conv.hp * conv.wp))
+        return (w, tuple(groups))
+
+    def run(self, x, w_prep, bias, p, out, epi: Epilogue = NO_EPILOGUE):
+        if not isinstance(w_prep, tuple):
+            w_prep = self.prepare_weight(w_prep, p)
+        weight, groups = w_prep
+        if x.dtype != np.float32 or groups is None:
+            CONV_ALGOS["im2col"].run(x, weight, bias, p, out, epi)  # im2col pads as it reads
+            return
+        fused = epi.code in _CLAMP_CODES
+        lo, hi = _CLAMP_CODES[epi.code if fused else 0]
+        cog = p.c_out // p.g
+        first = groups[0][0]
+        k = first._kernels
+        k.sync_threads()
+        xp = first._padded(np.ascontiguousarray(x)) if p.g == 1 else _pad_groups(x, first, p)
+        xf = xp.reshape(-1)
+        for gi, (conv, offs) in enumerate(groups):
+            packed = conv.bias  # all -0.0: no bias
+            if bias is not None:
+                packed = np.full(conv.bias.size, -0.0, np.float32)
+                packed[:cog] = bias[gi * cog : (gi + 1) * cog]
+            blocked = np.empty(conv.output_shape(p.n), np.float32)
+            conv._gemm(xf, xp.size // p.n, offs, blocked.reshape(-1), packed, lo, hi, p.n)
+            k.from_blocked(blocked, out[:, gi * cog : (gi + 1) * cog])
+        if not fused:
+            apply_epilogue(out, None, epi)
+
+
+def _pad_groups(x: np.ndarray, conv: BlockedConv2d, p: ConvParams) -> np.ndarray:
+    """All channels of ``x`` zero-padded as one group's conv reads them."""
+    padded = np.empty((p.n, p.c_in, 1, 1, conv.hp, conv.wp), np.float32)
+    pp = conv.params
+    conv._kernels.pad_phase_split(
+        np.ascontiguousarray(x), pp.pt, pp.pl, 1, 1, conv.hp, conv.wp, _ONE_PHASE, padded
+    )
+    return padded
+
+
+register_conv_algo(BlockedGemmConv())
