@@ -152,12 +152,8 @@ def test_algorithm_that_does_not_cover_a_case_raises_not_implemented(monkeypatch
         (ConvParams(8, 144, 56, 56, 24, 1, 1), "im2col"),  # batch 8
         (ConvParams(1, 64, 56, 56, 256, 1, 1), "im2col"),  # wide outputs: ResNet-50's expand
         (ConvParams(1, 64, 56, 56, 128, 1, 1, 2, 2), "implicit_gemm"),  # ResNet-18 downsample
-        (ConvParams(8, 128, 28, 28, 256, 1, 1, 2, 2), "blocked_gemm"),  # 128 inputs
-        (ConvParams(1, 128, 28, 28, 256, 1, 1, 2, 2), "blocked_gemm"),
-        (ConvParams(1, 256, 7, 7, 512, 1, 1, 2, 2), "im2col"),  # a 4x4 output
-        (ConvParams(1, 64, 56, 56, 128, 3, 3, 2, 2, 1, 1, 1, 1), "blocked_gemm"),  # 3x3/2
-        (ConvParams(8, 128, 56, 56, 128, 3, 3, 2, 2, 1, 1, 1, 1), "blocked_gemm"),
-        (ConvParams(8, 512, 14, 14, 512, 3, 3, 2, 2, 1, 1, 1, 1), "im2col"),  # 14x14 in
+        (ConvParams(8, 128, 28, 28, 256, 1, 1, 2, 2), "implicit_gemm"),
+        (ConvParams(1, 128, 28, 28, 256, 1, 1, 2, 2), "im2col"),  # 196 px at batch 1
         (ConvParams(1, 160, 7, 7, 960, 1, 1), "im2col"),  # a longer reduction on 7x7
         (ConvParams(64, 16, 8, 8, 32, 3, 3, 2, 2, 1, 1, 1, 1), "im2col"),  # 4x4 out: side by side
         (ConvParams(1, 1, 8, 8, 16, 3, 3, 1, 1, 1, 1, 1, 1), "direct"),  # digits, batch 1
@@ -193,6 +189,15 @@ VGG_512_28_B8 = ConvParams(8, 512, 28, 28, 512, 3, 3, 1, 1, 1, 1, 1, 1)
         (ConvParams(1, 32, 14, 14, 64, 1, 1), False, "im2col"),  # eager: packed every call
         (ConvParams(1, 64, 14, 14, 384, 1, 1), True, "im2col"),  # wide outputs
         (ConvParams(1, 256, 56, 56, 64, 1, 1), True, "im2col"),
+        # strided plans with >= 64 inputs: the blocked GEMM
+        (ConvParams(1, 64, 56, 56, 128, 3, 3, 2, 2, 1, 1, 1, 1), True, "blocked_gemm"),
+        (ConvParams(8, 128, 56, 56, 128, 3, 3, 2, 2, 1, 1, 1, 1), True, "blocked_gemm"),
+        (ConvParams(8, 128, 56, 56, 128, 3, 3, 2, 2, 1, 1, 1, 1), False, "im2col"),  # eager
+        (ConvParams(8, 512, 14, 14, 512, 3, 3, 2, 2, 1, 1, 1, 1), True, "im2col"),  # 14x14 in
+        (ConvParams(1, 128, 28, 28, 256, 1, 1, 2, 2), True, "blocked_gemm"),  # 1x1/2, batch 1
+        (ConvParams(8, 128, 28, 28, 256, 1, 1, 2, 2), True, "implicit_gemm"),  # batch 8
+        (ConvParams(1, 256, 7, 7, 512, 1, 1, 2, 2), True, "im2col"),  # a 4x4 output
+        (ConvParams(1, 16, 8, 8, 32, 3, 3, 1, 1, 1, 1, 1, 1, g=2), True, "implicit_gemm"),
     ],
 )
 def test_auto_selection_with_prepared_weights(params, prepared, expected, monkeypatch):

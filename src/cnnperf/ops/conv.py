@@ -180,19 +180,21 @@ def _heuristic(p: ConvParams, weight_prepared: bool = False) -> ConvAlgorithm:
     # on 8x8 0.85 and 0.94, 64->64 on 4x4 0.78.
     if weight_prepared and p.n * p.oh * p.ow <= GEMM_BATCH_MAX_PIXELS and p.kh * p.kw > 1:
         return CONV_ALGOS["blocked_gemm" if p.g == 1 else "implicit_gemm"]
-    # Strided layers with at least 64 input channels, ungrouped: the blocked GEMM reads each
-    # tap of the zero-padded input in place, where im2col first copies the strided windows.
-    # Same measurements, plans (blocked_gemm / the algorithm chosen before): 3x3/2 on 56x56
-    # and 28x28 inputs (ResNet-18's 64->128 and 128->256, ResNet-50's 128->128 and 256->256)
-    # 0.68-0.75 at batch 1 and 0.61-0.66 at batch 8; 1x1/2 with 128 and 256 inputs 0.68 and
-    # 0.72 at batch 1, 0.84 and 0.95 at batch 8 (with 64 inputs 0.94 and 0.95: left to the
-    # rules below). On 14x14 inputs at batch 8 it lost (512->512 3x3/2: 1.17). Eager calls
-    # pack the weight each time, which these layers repay with at least 49 multiply-adds per
-    # weight element per image.
-    strided = p.sh * p.sw > 1 and p.g == 1
+    # Plans of strided layers with at least 64 input channels, ungrouped: the blocked GEMM reads
+    # each tap of the zero-padded input in place, where im2col first copies the strided
+    # windows. Medians of 40 interleaved calls, relu fused (blocked_gemm / the algorithm chosen
+    # before): 3x3/2 on 56x56 and 28x28 inputs (ResNet-18's 64->128 and 128->256, ResNet-50's
+    # 128->128 and 256->256) 0.68-0.75 at batch 1 and 0.61-0.66 at batch 8; 1x1/2 with 128 and
+    # 256 inputs 0.68 and 0.72 at batch 1 (with 64 inputs 0.94: left to the rules below). A
+    # full `cnnperf bench` run (plan against the eager im2col of the same run) gave 0.77-1.01
+    # for those 3x3/2 layers at batch 1 and 8, 0.76-0.78 for the 1x1/2 at batch 1 but 1.21 for
+    # ResNet-50's 256->512 1x1/2 on 56x56 at batch 8, and on 14x14 inputs at batch 8 the
+    # blocked GEMM lost (512->512 3x3/2: 1.17). Eager calls pack the weight every time, which
+    # made them up to 2x slower than im2col at batch 1 in that run: plans only.
+    strided = weight_prepared and p.sh * p.sw > 1 and p.g == 1
     if strided and p.kh * p.kw > 1 and p.c_in >= 64 and p.h * p.w >= 784:
         return CONV_ALGOS["blocked_gemm"]
-    if strided and p.kh * p.kw == 1 and p.c_in >= 128 and p.h * p.w >= 196:
+    if strided and p.kh * p.kw == 1 and p.c_in >= 128 and p.h * p.w >= 196 and p.n == 1:
         return CONV_ALGOS["blocked_gemm"]
     # 3x3 stride-1 layers with at least 16 channels per group: Winograd. Measured with the weight
     # prepared once (conv_winograd's module docstring): 1.24-2.5x faster than im2col on the
