@@ -187,14 +187,18 @@ def _heuristic(p: ConvParams, weight_prepared: bool = False) -> ConvAlgorithm:
     # 128->128 and 256->256) 0.68-0.75 at batch 1 and 0.61-0.66 at batch 8; 1x1/2 with 128 and
     # 256 inputs 0.68 and 0.72 at batch 1 (with 64 inputs 0.94: left to the rules below). A
     # full `cnnperf bench` run (plan against the eager im2col of the same run) gave 0.77-1.01
-    # for those 3x3/2 layers at batch 1 and 8, 0.76-0.78 for the 1x1/2 at batch 1 but 1.21 for
-    # ResNet-50's 256->512 1x1/2 on 56x56 at batch 8, and on 14x14 inputs at batch 8 the
-    # blocked GEMM lost (512->512 3x3/2: 1.17). Eager calls pack the weight every time, which
+    # for those 3x3/2 layers at batch 1 and 8, 0.76-0.78 for the 1x1/2 on 28x28 and 14x14 at
+    # batch 1 but 1.05 and 1.11 (two runs) for ResNet-50's 256->512 1x1/2 on 56x56 at batch 1
+    # and 1.21 at batch 8, and on 14x14 inputs at batch 8 the blocked GEMM lost (512->512
+    # 3x3/2: 1.17). Eager calls pack the weight every time, which
     # made them up to 2x slower than im2col at batch 1 in that run: plans only.
-    strided = weight_prepared and p.sh * p.sw > 1 and p.g == 1
+    # Inside compiled ResNet-18 (medians of 40 interleaved runs against the choices before; two
+    # identical models compared the same way: 0.99-1.005 at batch 1, 1.022-1.023 at batch 8),
+    # the network took 0.966-0.967x the time at batch 1 and 1.017-1.041x at batch 8: batch 1.
+    strided = weight_prepared and p.n == 1 and p.sh * p.sw > 1 and p.g == 1
     if strided and p.kh * p.kw > 1 and p.c_in >= 64 and p.h * p.w >= 784:
         return CONV_ALGOS["blocked_gemm"]
-    if strided and p.kh * p.kw == 1 and p.c_in >= 128 and p.h * p.w >= 196 and p.n == 1:
+    if strided and p.kh * p.kw == 1 and p.c_in >= 128 and 196 <= p.h * p.w <= 784:
         return CONV_ALGOS["blocked_gemm"]
     # 3x3 stride-1 layers with at least 16 channels per group: Winograd. Measured with the weight
     # prepared once (conv_winograd's module docstring): 1.24-2.5x faster than im2col on the
