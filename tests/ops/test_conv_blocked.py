@@ -35,6 +35,18 @@ def _data(x_shape, w_shape, seed=0):
     return x, w, b
 
 
+def _torch(x, w, b, lo, hi, **kwargs) -> np.ndarray:
+    """PyTorch's clamp(conv2d(x)), asymmetric ((top, bottom), (left, right)) padding applied
+    with F.pad."""
+    pad = kwargs.get("padding", 0)
+    xt = to_torch(x)
+    if isinstance(pad, tuple) and isinstance(pad[0], tuple):
+        (top, bottom), (left, right) = pad
+        xt = F.pad(xt, (left, right, top, bottom))
+        kwargs = {**kwargs, "padding": 0}
+    return torch.clamp(F.conv2d(xt, to_torch(w), to_torch(b), **kwargs), lo, hi).numpy()
+
+
 def _run(x, w, b, residual=None, **kwargs):
     conv = BlockedConv2d(w, b, input_shape=x.shape, **kwargs)
     r = None if residual is None else to_blocked(residual)
@@ -103,14 +115,7 @@ def test_depthwise_against_reference_and_torch(hw, k, kwargs, act):
     expected = np.clip(reference.conv2d(x, w, b, groups=16, **kwargs), lo, hi)
     assert y.shape == expected.shape
     assert_rel_close(y, expected, TOL, "vs reference")
-    pad = kwargs.get("padding", 0)
-    xt, tkw = to_torch(x), dict(kwargs)
-    if isinstance(pad, tuple) and isinstance(pad[0], tuple):
-        (top, bottom), (left, right) = pad
-        xt = F.pad(xt, (left, right, top, bottom))
-        tkw["padding"] = 0
-    yt = torch.clamp(F.conv2d(xt, to_torch(w), to_torch(b), groups=16, **tkw), lo, hi)
-    assert_rel_close(y, yt.numpy(), 1e-4, "vs torch")
+    assert_rel_close(y, _torch(x, w, b, lo, hi, groups=16, **kwargs), 1e-4, "vs torch")
 
 
 @pytest.mark.parametrize(
@@ -132,14 +137,7 @@ def test_nchw_input_any_conv_against_reference_and_torch(x_shape, w_shape, kwarg
     expected = np.clip(reference.conv2d(x, w, b, **kwargs), lo, hi)
     assert y.shape == expected.shape
     assert_rel_close(y, expected, TOL, "vs reference")
-    pad = kwargs.get("padding", 0)
-    xt, tkw = to_torch(x), dict(kwargs)
-    if isinstance(pad, tuple) and isinstance(pad[0], tuple):
-        (top, bottom), (left, right) = pad
-        xt = F.pad(xt, (left, right, top, bottom))
-        tkw["padding"] = 0
-    yt = torch.clamp(F.conv2d(xt, to_torch(w), to_torch(b), **tkw), lo, hi)
-    assert_rel_close(y, yt.numpy(), 1e-4, "vs torch")
+    assert_rel_close(y, _torch(x, w, b, lo, hi, **kwargs), 1e-4, "vs torch")
 
 
 def test_nchw_input_with_a_residual():

@@ -69,33 +69,56 @@ def _conv(node: Node, graph: Graph, shapes: dict) -> Kernel:
     bias = _const(graph, node.inputs[2], node) if n_bias else None
     x_shape = shapes[node.inputs[0]]
     pt, pb, pl, pr = a.get("pads", (0, 0, 0, 0))
-    if a.get("layout", "nchw") != "nchw":
-        return _conv_blocked(node, weight, bias, x_shape, residual)
-    plan = ops.plan_conv2d(
-        weight,
-        bias,
-        stride=a.get("stride", (1, 1)),
-        padding=((pt, pb), (pl, pr)),
-        dilation=a.get("dilation", (1, 1)),
-        groups=a.get("groups", 1),
-        input_shape=(1 if x_shape[0] is None else x_shape[0], *x_shape[1:]),
+    kwargs = dict(
+        stride=a.get("stride", (1, 1)), padding=((pt, pb), (pl, pr)),
+        dilation=a.get("dilation", (1, 1)), groups=a.get("groups", 1),
         activation=a.get("activation"),
-    )
-    c_out, oh, ow = plan.params.output_shape[1:]
+    )  # fmt: skip
+    layout = a.get("layout", "nchw")
+    if layout == "nchw":
+        plan = ops.plan_conv2d(
+            weight, bias, input_shape=(1 if x_shape[0] is None else x_shape[0], *x_shape[1:]),
+            **kwargs,
+        )  # fmt: skip
+        c_out, oh, ow = plan.params.output_shape[1:]
+
+        def fits(out, x):
+            return out.shape == (x.shape[0], c_out, oh, ow) and out.dtype == plan.dtype
+
+        return _conv_kernel(node, plan, fits, plan, residual)
+    # "nchw8c" reads and writes channel-blocked arrays, "nchw_to_nchw8c" reads NCHW
+    if layout == "nchw8c":
+        x_shape = (x_shape[0], x_shape[1] * x_shape[4], x_shape[2], x_shape[3])
+    try:
+        conv = ops.BlockedConv2d(
+            weight, bias, input_shape=x_shape,
+            input_layout="nchw8c" if layout == "nchw8c" else "nchw", **kwargs,
+        )  # fmt: skip
+    except ValueError as e:
+        raise ValueError(f"conv2d {node.name!r}: {e}") from None
+
+    def fits_blocked(out, x):
+        return out.shape == conv.output_shape(x.shape[0])
+
+    return _conv_kernel(node, conv, fits_blocked, _Named(conv.name), residual)
+
+
+def _conv_kernel(node: Node, run: Callable, fits: Callable, shown, residual: bool) -> Kernel:
+    """The executor's kernel for a conv: ``run(x, residual=, out=)`` with the node named in
+    its errors; ``.into`` writes into a planned buffer when ``fits(out, x)`` (else allocates);
+    ``.plan`` is what CompiledModel.profile reads (``shown.algorithm_for(n)``)."""
 
     def call(x, r=None, out=None):
         try:
-            return (plan(x, residual=r, out=out),)
+            return (run(x, residual=r, out=out),)
         except ValueError as e:
             raise ValueError(f"conv2d {node.name!r}: {e}") from None
 
     def into(out, x, r=None):
-        if out.shape != (x.shape[0], c_out, oh, ow) or out.dtype != plan.dtype:
-            return call(x, r)  # the planned buffer does not fit this run: allocate
-        return call(x, r, out)
+        return call(x, r, out if fits(out, x) else None)
 
-    call.plan = plan  # for CompiledModel.profile: the chosen algorithm
-    call.into = into  # for the executor's planned buffers: write into ``out``
+    call.plan = shown
+    call.into = into
     args = [node.inputs[0], node.inputs[-1]] if residual else node.inputs[:1]
     return call, args
 
@@ -108,39 +131,6 @@ class _Named:
 
     def algorithm_for(self, n: int) -> tuple:
         return self, None
-
-
-def _conv_blocked(node: Node, weight, bias, x_shape, residual: bool) -> Kernel:
-    """A conv2d with layout nchw8c (reads and writes channel-blocked arrays) or nchw_to_nchw8c
-    (reads NCHW, writes blocked)."""
-    a = node.attrs
-    pt, pb, pl, pr = a.get("pads", (0, 0, 0, 0))
-    blocked_in = a["layout"] == "nchw8c"  # else "nchw_to_nchw8c": NCHW in, blocked out
-    if blocked_in:
-        x_shape = (x_shape[0], x_shape[1] * x_shape[4], x_shape[2], x_shape[3])
-    try:
-        conv = ops.BlockedConv2d(
-            weight, bias, stride=a.get("stride", (1, 1)), padding=((pt, pb), (pl, pr)),
-            dilation=a.get("dilation", (1, 1)), groups=a.get("groups", 1),
-            activation=a.get("activation"), input_shape=x_shape,
-            input_layout="nchw8c" if blocked_in else "nchw",
-        )  # fmt: skip
-    except ValueError as e:
-        raise ValueError(f"conv2d {node.name!r}: {e}") from None
-
-    def call(x, r=None, out=None):
-        try:
-            return (conv(x, residual=r, out=out),)
-        except ValueError as e:
-            raise ValueError(f"conv2d {node.name!r}: {e}") from None
-
-    def into(out, x, r=None):
-        return call(x, r, out if out.shape == conv.output_shape(x.shape[0]) else None)
-
-    call.plan = _Named(conv.name)
-    call.into = into
-    args = [node.inputs[0], node.inputs[-1]] if residual else node.inputs[:1]
-    return call, args
 
 
 def _reorder(fn: Callable) -> Callable:
