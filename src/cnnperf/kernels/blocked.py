@@ -183,50 +183,18 @@ def pointwise_blocked(
                                 c_out_blocks - ob, c_out_blocks, plane, p, m, xb + o0, xb + o1,
                                 xb + o2, xb + o3, lov, hiv)  # fmt: skip
                     continue
-                a00 = vzero()
-                a01 = vzero()
-                a02 = vzero()
-                a03 = vzero()
-                a10 = vzero()
-                a11 = vzero()
-                a12 = vzero()
-                a13 = vzero()
-                a20 = vzero()
-                a21 = vzero()
-                a22 = vzero()
-                a23 = vzero()
+                acc = _zeros12()
                 for kb in range(c_in // BLOCK):
                     xk = xb + kb * plane
                     wk = wg + kb * BLOCK * BLOCK
                     for i in range(BLOCK):
-                        # 3 weight vectors, then one broadcast input at a time: 12
-                        # accumulators + 3 + 1 = the 16 ymm registers
                         wi = wk + i * BLOCK
-                        w0 = vload(w, wi)
-                        w1 = vload(w, wi + c_in * BLOCK)
-                        w2 = vload(w, wi + 2 * c_in * BLOCK)
-                        xv = vbcast_load(x, xk + o0 + i)
-                        a00 = vfma(w0, xv, a00)
-                        a10 = vfma(w1, xv, a10)
-                        a20 = vfma(w2, xv, a20)
-                        xv = vbcast_load(x, xk + o1 + i)
-                        a01 = vfma(w0, xv, a01)
-                        a11 = vfma(w1, xv, a11)
-                        a21 = vfma(w2, xv, a21)
-                        xv = vbcast_load(x, xk + o2 + i)
-                        a02 = vfma(w0, xv, a02)
-                        a12 = vfma(w1, xv, a12)
-                        a22 = vfma(w2, xv, a22)
-                        xv = vbcast_load(x, xk + o3 + i)
-                        a03 = vfma(w0, xv, a03)
-                        a13 = vfma(w1, xv, a13)
-                        a23 = vfma(w2, xv, a23)
-                _pw_store(out, res, has_res, bias, b, ob, c_out_blocks, plane, p, m,
-                          a00, a01, a02, a03, lov, hiv)  # fmt: skip
-                _pw_store(out, res, has_res, bias, b, ob + 1, c_out_blocks, plane, p, m,
-                          a10, a11, a12, a13, lov, hiv)  # fmt: skip
-                _pw_store(out, res, has_res, bias, b, ob + 2, c_out_blocks, plane, p, m,
-                          a20, a21, a22, a23, lov, hiv)  # fmt: skip
+                        acc = _fma_3x4(
+                            vload(w, wi), vload(w, wi + c_in * BLOCK),
+                            vload(w, wi + 2 * c_in * BLOCK), x, xk + o0 + i, xk + o1 + i,
+                            xk + o2 + i, xk + o3 + i, acc,
+                        )  # fmt: skip
+                _store_3x4(out, res, has_res, bias, b, ob, c_out_blocks, plane, p, m, acc, lov, hiv)
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
@@ -309,48 +277,56 @@ def gemm_conv_blocked(
                                 c_out_blocks - ob, c_out_blocks, plane, p, m, o0, o1, o2, o3,
                                 lov, hiv)  # fmt: skip
                     continue
-                a00 = vzero()
-                a01 = vzero()
-                a02 = vzero()
-                a03 = vzero()
-                a10 = vzero()
-                a11 = vzero()
-                a12 = vzero()
-                a13 = vzero()
-                a20 = vzero()
-                a21 = vzero()
-                a22 = vzero()
-                a23 = vzero()
+                acc = _zeros12()
                 for k in range(terms):
-                    # 3 weight vectors, then one broadcast input at a time: 12 accumulators
-                    # + 3 + 1 = the 16 ymm registers
                     off = offs[k]
                     wi = wg + k * BLOCK
-                    w0 = vload(w, wi)
-                    w1 = vload(w, wi + wstep)
-                    w2 = vload(w, wi + 2 * wstep)
-                    xv = vbcast_load(x, o0 + off)
-                    a00 = vfma(w0, xv, a00)
-                    a10 = vfma(w1, xv, a10)
-                    a20 = vfma(w2, xv, a20)
-                    xv = vbcast_load(x, o1 + off)
-                    a01 = vfma(w0, xv, a01)
-                    a11 = vfma(w1, xv, a11)
-                    a21 = vfma(w2, xv, a21)
-                    xv = vbcast_load(x, o2 + off)
-                    a02 = vfma(w0, xv, a02)
-                    a12 = vfma(w1, xv, a12)
-                    a22 = vfma(w2, xv, a22)
-                    xv = vbcast_load(x, o3 + off)
-                    a03 = vfma(w0, xv, a03)
-                    a13 = vfma(w1, xv, a13)
-                    a23 = vfma(w2, xv, a23)
-                _pw_store(out, res, has_res, bias, b, ob, c_out_blocks, plane, p, m,
-                          a00, a01, a02, a03, lov, hiv)  # fmt: skip
-                _pw_store(out, res, has_res, bias, b, ob + 1, c_out_blocks, plane, p, m,
-                          a10, a11, a12, a13, lov, hiv)  # fmt: skip
-                _pw_store(out, res, has_res, bias, b, ob + 2, c_out_blocks, plane, p, m,
-                          a20, a21, a22, a23, lov, hiv)  # fmt: skip
+                    acc = _fma_3x4(
+                        vload(w, wi), vload(w, wi + wstep), vload(w, wi + 2 * wstep), x,
+                        o0 + off, o1 + off, o2 + off, o3 + off, acc,
+                    )  # fmt: skip
+                _store_3x4(out, res, has_res, bias, b, ob, c_out_blocks, plane, p, m, acc, lov, hiv)
+
+
+@njit(inline="always")
+def _zeros12():  # pragma: no cover - compiled
+    z = vzero()
+    return (z, z, z, z, z, z, z, z, z, z, z, z)
+
+
+@njit(inline="always")
+def _fma_3x4(w0, w1, w2, x, i0, i1, i2, i3, acc):  # pragma: no cover - compiled
+    """One term of the 4-pixel x 3-block tile: the 3 weight vectors of the term times the
+    broadcast inputs ``x[i0..i3]`` of its 4 pixels, added to the 12 accumulators (pixel-minor:
+    ``acc[4*u + t]`` is block u, pixel t). One broadcast is live at a time: 12 accumulators
+    + 3 weights + 1 = the 16 ymm registers."""
+    a00, a01, a02, a03, a10, a11, a12, a13, a20, a21, a22, a23 = acc
+    xv = vbcast_load(x, i0)
+    a00 = vfma(w0, xv, a00)
+    a10 = vfma(w1, xv, a10)
+    a20 = vfma(w2, xv, a20)
+    xv = vbcast_load(x, i1)
+    a01 = vfma(w0, xv, a01)
+    a11 = vfma(w1, xv, a11)
+    a21 = vfma(w2, xv, a21)
+    xv = vbcast_load(x, i2)
+    a02 = vfma(w0, xv, a02)
+    a12 = vfma(w1, xv, a12)
+    a22 = vfma(w2, xv, a22)
+    xv = vbcast_load(x, i3)
+    a03 = vfma(w0, xv, a03)
+    a13 = vfma(w1, xv, a13)
+    a23 = vfma(w2, xv, a23)
+    return (a00, a01, a02, a03, a10, a11, a12, a13, a20, a21, a22, a23)
+
+
+@njit(inline="always")
+def _store_3x4(out, res, has_res, bias, b, ob, cbo, plane, p, m, acc, lov, hiv):
+    """Store the tile's 3 blocks (``_pw_store`` each)."""  # pragma: no cover - compiled
+    a00, a01, a02, a03, a10, a11, a12, a13, a20, a21, a22, a23 = acc
+    _pw_store(out, res, has_res, bias, b, ob, cbo, plane, p, m, a00, a01, a02, a03, lov, hiv)
+    _pw_store(out, res, has_res, bias, b, ob + 1, cbo, plane, p, m, a10, a11, a12, a13, lov, hiv)
+    _pw_store(out, res, has_res, bias, b, ob + 2, cbo, plane, p, m, a20, a21, a22, a23, lov, hiv)
 
 
 @njit(inline="always")
