@@ -129,18 +129,21 @@ class CompiledModel:
                     del env[v]
             return {k: env[k] for k in self.output_names}
         views, memory = arena.views, arena.memory
-        for (fn, args, outs, free), into, guard in zip(
-            self._steps, self._into, self._guard, strict=True
-        ):
+        # (the per-step Python here is paid by every layer of a network at batch 1)
+        steps = zip(self._steps, self._into, self._guard, strict=True)
+        for (fn, args, outs, free), into, guard in steps:
             out = views.get(outs[0]) if into is not None else None
             if out is not None:
-                results = into(out, *(env[a] for a in args))
+                results = into(out, *[env[a] for a in args])
             else:
-                results = fn(*(env[a] for a in args))
+                results = fn(*[env[a] for a in args])
                 if guard and any(np.may_share_memory(r, memory) for r in results):
                     # a view of a planned buffer that the plan does not know of: copy it
                     results = tuple(np.array(r, copy=True) for r in results)
-            env.update(zip(outs, results, strict=True))
+            if len(outs) == 1:
+                env[outs[0]] = results[0]
+            else:
+                env.update(zip(outs, results, strict=True))
             for v in free:
                 del env[v]
         return {
