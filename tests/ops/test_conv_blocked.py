@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import assert_rel_close, to_torch
+from test_conv import torch_conv2d
 
 from cnnperf import ops, reference
 from cnnperf.kernels.blocked import PW_BLOCKS, PW_PIXELS
@@ -36,15 +37,9 @@ def _data(x_shape, w_shape, seed=0):
 
 
 def _torch(x, w, b, lo, hi, **kwargs) -> np.ndarray:
-    """PyTorch's clamp(conv2d(x)), asymmetric ((top, bottom), (left, right)) padding applied
-    with F.pad."""
-    pad = kwargs.get("padding", 0)
-    xt = to_torch(x)
-    if isinstance(pad, tuple) and isinstance(pad[0], tuple):
-        (top, bottom), (left, right) = pad
-        xt = F.pad(xt, (left, right, top, bottom))
-        kwargs = {**kwargs, "padding": 0}
-    return torch.clamp(F.conv2d(xt, to_torch(w), to_torch(b), **kwargs), lo, hi).numpy()
+    """PyTorch's clamp(conv2d(x)) (asymmetric padding applied with F.pad, as test_conv's)."""
+    yt = torch_conv2d(to_torch(x), to_torch(w), to_torch(b), **kwargs)
+    return torch.clamp(yt, lo, hi).numpy()
 
 
 def _run(x, w, b, residual=None, **kwargs):
