@@ -2,9 +2,11 @@
 
 A blocked array holds a logical (n, c, h, w) tensor as (n, c/8, h, w, 8): element
 ``[b, k, y, x, j]`` is channel ``k*8 + j``. :func:`to_blocked` and :func:`from_blocked` convert;
-:class:`BlockedConv2d` runs the two convolutions whose inner loops are 8 channels wide in this
-layout (1x1 stride-1 unpadded, and depthwise), reading and writing blocked arrays, with bias,
-relu / relu6 and (1x1) a residual fused. ``compile.layout`` chains them through a model.
+:class:`BlockedConv2d` runs the convolutions whose inner loops are 8 channels wide in this
+layout (1x1 stride-1 unpadded and depthwise on blocked inputs, any ungrouped one of an NCHW
+input), writing blocked arrays with bias, relu / relu6 and (not depthwise) a residual fused;
+``compile.layout`` chains them through a model. :class:`BlockedGemmConv` is the
+``"blocked_gemm"`` algorithm of ``ops.conv2d``: the NCHW-input kind, converted back to NCHW.
 
 Example:
     >>> from cnnperf.ops import conv2d
@@ -66,11 +68,8 @@ def to_blocked(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         out = np.empty(shape, np.float32)
     elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
         raise ValueError(f"to_blocked: out must be a contiguous float32 {shape}, got {out.shape}")
-    from ..kernels import sync_threads
-    from ..kernels.blocked import to_blocked as kernel
-
-    sync_threads()
-    kernel(np.ascontiguousarray(x), out)
+    _KERNELS.sync_threads()
+    _KERNELS.to_blocked(np.ascontiguousarray(x), out)
     return out
 
 
@@ -92,11 +91,8 @@ def from_blocked(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     ):
         raise ValueError(f"from_blocked: out must be a contiguous float32 {shape} (or with up "
                          f"to {BLOCK - 1} channels fewer), got {out.shape}")  # fmt: skip
-    from ..kernels import sync_threads
-    from ..kernels.blocked import from_blocked as kernel
-
-    sync_threads()
-    kernel(np.ascontiguousarray(x), out)
+    _KERNELS.sync_threads()
+    _KERNELS.from_blocked(np.ascontiguousarray(x), out)
     return out
 
 
@@ -106,13 +102,12 @@ def global_avg_pool2d_blocked(x: np.ndarray) -> np.ndarray:
     if x.shape[4] != BLOCK:
         raise ValueError(f"global_avg_pool2d_blocked: the last dimension must be {BLOCK}, got "
                          f"{x.shape}")  # fmt: skip
-    from ..kernels import sync_threads
-    from ..kernels.blocked import global_avg_pool_blocked
-
     n, cb, h, w, _ = x.shape
     out = np.empty((n, cb * BLOCK, 1, 1), np.float32)
-    sync_threads()
-    global_avg_pool_blocked(np.ascontiguousarray(x).reshape(-1), n, cb, h * w, out.reshape(-1))
+    _KERNELS.sync_threads()
+    _KERNELS.global_avg_pool_blocked(
+        np.ascontiguousarray(x).reshape(-1), n, cb, h * w, out.reshape(-1)
+    )
     return out
 
 
@@ -123,11 +118,12 @@ class BlockedConv2d:
     None, "relu" or "relu6" fused:
 
     - ``input_layout="nchw8c"`` (a blocked input, c_in a multiple of 8): 1x1, stride 1,
-      unpadded, ungrouped (a blocked residual may be fused), or depthwise (groups == c_in ==
-      c_out, any kernel, stride, padding, dilation; no residual);
+      unpadded, ungrouped (a blocked residual may be fused);
+    - the same input: depthwise (groups == c_in == c_out, any kernel, stride, padding,
+      dilation; no residual);
     - ``input_layout="nchw"`` (an NCHW input, any c_in): any ungrouped convolution, read from a
       zero-padded copy of the input (a network's RGB stem, writing the blocked layout the
-      layers after it read).
+      layers after it read; a blocked residual may be fused).
 
     Same arguments as ``ops.plan_conv2d``; ``input_shape`` is the logical (n, c, h, w) shape
     (the batch may differ per call).
@@ -222,23 +218,14 @@ class BlockedConv2d:
         return "blocked_gemm" if self.input_layout == "nchw" else "blocked_pointwise"
 
     def output_shape(self, n: int) -> tuple:
-        p = self.params
-        return (n, self.out_blocks, p.oh, p.ow, BLOCK)
+        return (n, *self._out_tail)
 
     def _check_input(self, x: np.ndarray) -> None:
-        p = self.params
-        if self.input_layout == "nchw":
-            _check_float32("BlockedConv2d", x, 4)
-            if x.shape[1:] != (p.c_in, p.h, p.w):
-                raise ValueError(f"BlockedConv2d: expected an input (n, {p.c_in}, {p.h}, {p.w}), "
-                                 f"got {x.shape}")  # fmt: skip
-            return
-        _check_float32("BlockedConv2d", x, 5)
-        if x.shape[1:] != (p.c_in // BLOCK, p.h, p.w, BLOCK):
-            raise ValueError(
-                f"BlockedConv2d: expected a blocked input (n, {p.c_in // BLOCK}, {p.h}, {p.w}, "
-                f"{BLOCK}), got {x.shape}"
-            )
+        _check_float32("BlockedConv2d", x, 1 + len(self._in_tail))
+        if x.shape[1:] != self._in_tail:
+            kind = "an input" if self.input_layout == "nchw" else "a blocked input"
+            tail = ", ".join(map(str, self._in_tail))
+            raise ValueError(f"BlockedConv2d: expected {kind} (n, {tail}), got {x.shape}")
 
     def _launch(self, n: int) -> tuple:
         """The kernel's work split at batch ``n`` and the current thread count (cached)."""
@@ -276,7 +263,7 @@ class BlockedConv2d:
             self._check_input(x)  # raises for the wrong kind of array
             x = np.ascontiguousarray(x)
         n = x.shape[0]
-        shape = (n, *self._out_tail)
+        shape = self.output_shape(n)
         if out is None:
             out = np.empty(shape, np.float32)
         elif out.shape != shape or out.dtype != _F32 or not out.flags.c_contiguous:
@@ -345,7 +332,7 @@ class _Kernels:
         from ..kernels.implicit_gemm import pad_phase_split
 
         for kernel in ("pointwise_blocked", "gemm_conv_blocked", "depthwise_blocked",
-                       "from_blocked"):  # fmt: skip
+                       "to_blocked", "from_blocked", "global_avg_pool_blocked"):  # fmt: skip
             setattr(self, kernel, getattr(blocked, kernel))
         self.pad_phase_split = pad_phase_split
         self.sync_threads = sync_threads
