@@ -170,3 +170,44 @@ def test_a_stem_stays_nchw_when_it_does_not_pay(case):
     ops = [n.op for n in model.graph.nodes]
     assert model.graph.nodes[0].attrs.get("layout") is None
     assert ops[1] == "to_blocked"
+
+
+def test_blocked_steps_run_bound_to_the_arena_per_thread_count():
+    from cnnperf import config
+    from cnnperf.compile.executor import _LANDS
+
+    g = _inverted_residuals()
+    model = compile_graph(g)
+    plain = compile_graph(g, passes=(), planned_buffers=False)
+    names = [n.name for n in model.graph.nodes]
+    threads = config.get_num_threads()
+    try:
+        for t, seed in ((threads, 1), (1, 2), (threads, 3)):
+            config.set_num_threads(t)
+            x = np.random.default_rng(seed).standard_normal((2, 16, 9, 11)).astype(np.float32)
+            got, want = model.run({"x": x}), plain.run({"x": x})
+            for k in want:  # bit-identical to unbound calls: new inputs are read every run
+                np.testing.assert_array_equal(got[k], compile_graph(g).run({"x": x})[k])
+                assert_rel_close(got[k], want[k], TOL, k)
+    finally:
+        config.set_num_threads(threads)
+    arena = model._local.arenas[2]
+    assert set(arena.programs) == {threads, 1}
+    program = dict(zip(names, arena.programs[1], strict=True))
+    # every blocked conv reads planned buffers or constants; the reorder that writes the
+    # first one's input is not bound (it reads the graph input) but lands in its buffer
+    assert all(callable(program[v]) for v in ("e1", "d1", "p1", "e2", "d2", "p2"))
+    assert program["e1:to_blocked"] is _LANDS
+    assert program["p2:from_blocked"] is None  # writes a graph output, never planned
+
+
+def test_a_step_that_allocates_instead_of_writing_its_buffer_is_copied_there():
+    g = _inverted_residuals()
+    model = compile_graph(g)
+    i = [n.op for n in model.graph.nodes].index("to_blocked")
+    fn, args, outs, free = model._steps[i]
+    model._into[i] = lambda out, x: fn(x)  # ignores its planned buffer
+    x = np.random.default_rng(6).standard_normal((1, 16, 9, 11)).astype(np.float32)
+    got, want = model.run({"x": x}), compile_graph(g).run({"x": x})
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k])

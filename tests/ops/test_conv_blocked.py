@@ -230,3 +230,50 @@ def test_bad_inputs_are_refused():
         to_blocked(np.ones((1, 6, 2, 2), np.float32))
     with pytest.raises(ValueError, match="last dimension must be 8"):
         from_blocked(np.ones((1, 1, 2, 2, 4), np.float32))
+
+
+@pytest.mark.parametrize(
+    "kind, w_shape, kwargs, layout",
+    [
+        ("pointwise", (24, 16, 1, 1), {}, "nchw8c"),
+        ("pointwise+residual", (16, 16, 1, 1), dict(activation="relu6"), "nchw8c"),
+        ("depthwise", (16, 1, 3, 3), dict(groups=16, padding=1, stride=2), "nchw8c"),
+        ("gemm", (32, 5, 3, 3), dict(stride=2, activation="relu"), "nchw"),  # unpadded
+    ],
+)
+def test_bind_reruns_the_call_on_the_arrays_current_contents(kind, w_shape, kwargs, layout):
+    c_in = w_shape[1] * kwargs.get("groups", 1)
+    x, w, b = _data((2, c_in, 7, 9), w_shape, seed=len(kind))
+    conv = BlockedConv2d(w, b, input_shape=x.shape, input_layout=layout, **kwargs)
+    xin = to_blocked(x) if layout == "nchw8c" else x.copy()
+    residual = None
+    if kind.endswith("residual"):
+        residual = to_blocked(_data((2, w_shape[0], 7, 9), w_shape, seed=9)[0])
+    out = np.full(conv.output_shape(2), np.nan, np.float32)
+    run = conv.bind(xin, out, residual)
+    assert run is not None
+    for seed in (3, 4):  # new contents in the same arrays: the bound call reads them
+        xin[...] = np.random.default_rng(seed).standard_normal(xin.shape)
+        assert run() is None
+        np.testing.assert_array_equal(out, conv(xin, residual=residual))
+
+
+def test_bind_refuses_arrays_it_cannot_run_on():
+    conv = BlockedConv2d(np.ones((8, 8, 1, 1), np.float32), input_shape=(1, 8, 4, 4))
+    x, out = np.ones((2, 1, 4, 4, 8), np.float32), np.empty((2, 1, 4, 4, 8), np.float32)
+    assert conv.bind(x, out) is not None
+    assert conv.bind(x, out[:1]) is None  # another batch than the input's
+    assert conv.bind(x[:, :, :, :3], out) is None  # wrong shape
+    assert conv.bind(x.astype(np.float64), out) is None
+    assert conv.bind(np.ones((2, 1, 4, 8, 8), np.float32)[:, :, :, ::2], out) is None  # strided
+    assert conv.bind(x, out, residual=np.ones((2, 1, 4, 3, 8), np.float32)) is None
+    assert conv.bind(x[:0], out[:0]) is None  # empty batch: nothing to prepare
+    dw = BlockedConv2d(np.ones((8, 1, 3, 3), np.float32), groups=8, input_shape=(1, 8, 4, 4))
+    dw_out = np.empty((2, 1, 2, 2, 8), np.float32)
+    assert dw.bind(x, dw_out) is not None
+    assert dw.bind(x, dw_out, residual=dw_out.copy()) is None  # no residual in depthwise
+    # an NCHW input that needs a zero-padded copy each call is left to __call__
+    padded = BlockedConv2d(np.ones((8, 3, 3, 3), np.float32), padding=1, input_shape=(1, 3, 4, 4),
+                           input_layout="nchw")  # fmt: skip
+    x3, out3 = np.ones((1, 3, 4, 4), np.float32), np.empty((1, 1, 4, 4, 8), np.float32)
+    assert padded.bind(x3, out3) is None

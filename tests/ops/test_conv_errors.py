@@ -200,6 +200,12 @@ VGG_512_28_B8 = ConvParams(8, 512, 28, 28, 512, 3, 3, 1, 1, 1, 1, 1, 1)
         (ConvParams(1, 256, 56, 56, 512, 1, 1, 2, 2), True, "im2col"),  # 56x56 in
         (ConvParams(1, 256, 7, 7, 512, 1, 1, 2, 2), True, "im2col"),  # a 4x4 output
         (ConvParams(1, 16, 8, 8, 32, 3, 3, 1, 1, 1, 1, 1, 1, g=2), True, "implicit_gemm"),
+        # RGB stems with kernels over 3x3, plans: the blocked GEMM; 3x3 stems stay
+        (ConvParams(1, 3, 224, 224, 64, 7, 7, 2, 2, 3, 3, 3, 3), True, "blocked_gemm"),
+        (ConvParams(8, 3, 224, 224, 64, 7, 7, 2, 2, 3, 3, 3, 3), True, "blocked_gemm"),
+        (ConvParams(1, 3, 224, 224, 64, 11, 11, 4, 4, 2, 2, 2, 2), True, "blocked_gemm"),
+        (ConvParams(1, 3, 224, 224, 32, 3, 3, 2, 2, 1, 1, 1, 1), True, "implicit_gemm"),
+        (ConvParams(1, 3, 224, 224, 64, 3, 3, 1, 1, 1, 1, 1, 1), True, "implicit_gemm"),
     ],
 )
 def test_auto_selection_with_prepared_weights(params, prepared, expected, monkeypatch):

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 
+from .. import config
 from .graph import Graph
 from .memory import ALIAS_OPS, ARENA_ALIGN, MemoryPlan, plan_memory
 from .passes import DEFAULT_PASSES
@@ -32,10 +33,13 @@ __all__ = ["CompiledModel", "compile_graph"]
 ARENA_CACHE_SIZE = 4
 
 
+_LANDS = object()  # a program entry: run the step as usual, its result in its planned buffer
+
+
 class _Arena:
     """One batch size's planned buffers: the arena and each planned value's view of it."""
 
-    __slots__ = ("memory", "views")
+    __slots__ = ("memory", "views", "programs")
 
     def __init__(self, plan: MemoryPlan, shapes: dict, batch: int) -> None:
         raw = np.empty(plan.arena_span_bytes + ARENA_ALIGN, np.uint8)
@@ -48,6 +52,8 @@ class _Arena:
             self.views[v] = (
                 self.memory[off : off + plan.value_bytes[v]].view(np.float32).reshape(shape)
             )
+        # per thread count: each step's call bound to these buffers, or None (CompiledModel)
+        self.programs: dict[int, list[Callable[[], None] | None]] = {}
 
 
 class CompiledModel:
@@ -129,12 +135,26 @@ class CompiledModel:
                     del env[v]
             return {k: env[k] for k in self.output_names}
         views, memory = arena.views, arena.memory
+        threads = config.get_num_threads()
+        program = arena.programs.get(threads)
+        if program is None:
+            program = arena.programs[threads] = self._bind(arena)
         # (the per-step Python here is paid by every layer of a network at batch 1)
-        steps = zip(self._steps, self._into, self._guard, strict=True)
-        for (fn, args, outs, free), into, guard in steps:
+        steps = zip(self._steps, self._into, self._guard, program, strict=True)
+        for (fn, args, outs, free), into, guard, bound in steps:
+            if bound is not None and bound is not _LANDS:
+                bound()
+                env[outs[0]] = views[outs[0]]
+                for v in free:
+                    del env[v]
+                continue
             out = views.get(outs[0]) if into is not None else None
             if out is not None:
                 results = into(out, *[env[a] for a in args])
+                if bound is _LANDS and results[0] is not out:
+                    # a bound step reads this value from its buffer: put it there
+                    np.copyto(out, results[0])
+                    results = (out,)
             else:
                 results = fn(*[env[a] for a in args])
                 if guard and any(np.may_share_memory(r, memory) for r in results):
@@ -150,6 +170,30 @@ class CompiledModel:
             k: np.array(env[k], copy=True) if np.may_share_memory(env[k], memory) else env[k]
             for k in self.output_names
         }
+
+    def _bind(self, arena: _Arena) -> list:
+        """Per step: its kernel bound to the arena's buffers (``fn.bind``) where the step
+        writes a planned buffer and reads only constants and planned buffers; ``_LANDS`` for
+        an unbound step writing a planned buffer that a bound step reads (its result is
+        copied there if the kernel allocated instead); None for the rest."""
+        known = dict(self.graph.initializers)  # name -> the array it is read from
+        producer: dict[str, int] = {}
+        program: list = []
+        for i, ((fn, args, outs, _), into) in enumerate(zip(self._steps, self._into, strict=True)):
+            binder = getattr(fn, "bind", None)
+            out = arena.views.get(outs[0]) if into is not None else None
+            bound = None
+            if binder is not None and out is not None and all(a in known for a in args):
+                bound = binder(out, *[known[a] for a in args])
+                if bound is not None:
+                    for a in args:
+                        if a in producer and program[producer[a]] is None:
+                            program[producer[a]] = _LANDS
+            if out is not None:
+                known[outs[0]] = out
+                producer[outs[0]] = i
+            program.append(bound)
+        return program
 
     def _arena(self, env: Mapping[str, np.ndarray]) -> _Arena | None:
         """This thread's arena for the batch size of ``env`` (None when the dynamic inputs'

@@ -106,7 +106,9 @@ def _conv(node: Node, graph: Graph, shapes: dict) -> Kernel:
 def _conv_kernel(node: Node, run: Callable, fits: Callable, shown, residual: bool) -> Kernel:
     """The executor's kernel for a conv: ``run(x, residual=, out=)`` with the node named in
     its errors; ``.into`` writes into a planned buffer when ``fits(out, x)`` (else allocates);
-    ``.plan`` is what CompiledModel.profile reads (``shown.algorithm_for(n)``)."""
+    ``.plan`` is what CompiledModel.profile reads (``shown.algorithm_for(n)``); ``.bind(out,
+    x, r=None)``, where ``run`` has one, prepares the call for those fixed arrays (a callable
+    without arguments, or None)."""
 
     def call(x, r=None, out=None):
         try:
@@ -119,6 +121,12 @@ def _conv_kernel(node: Node, run: Callable, fits: Callable, shown, residual: boo
 
     call.plan = shown
     call.into = into
+    if hasattr(run, "bind"):  # a kernel that can be prepared for fixed buffers
+
+        def bind(out, x, r=None):
+            return run.bind(x, out, r)
+
+        call.bind = bind
     args = [node.inputs[0], node.inputs[-1]] if residual else node.inputs[:1]
     return call, args
 

@@ -167,8 +167,17 @@ def _heuristic(p: ConvParams, weight_prepared: bool = False) -> ConvAlgorithm:
     # batch 8 17.2 (eager) / 13.2 / 21.3; AlexNet's 11x11/4 1.31 / 1.21 / 1.56 and 11.1 / 8.8 /
     # 11.9; VGG's 3->64 3x3 at batch 1 2.81 (direct) / 1.77 / 3.24; MobileNetV2's 3->32 3x3/2
     # at batch 1 0.40 / 0.35 / 0.43; 3->64 5x5 on 32x32 at batch 8 (eager) 1.40 / 1.14.
+    # Plans of such layers with kernels larger than 3x3 (ResNet's 7x7/2, AlexNet's 11x11/4),
+    # ungrouped: the blocked GEMM (ops.conv_blocked), whose 4 x 24 tile reads the 147 or 363
+    # terms of each output in place. Medians of 30 interleaved calls, 2 threads, relu fused
+    # (blocked_gemm / implicit_gemm): 7x7/2 0.86 at batch 1, 0.92 at batch 8; 11x11/4 0.78 and
+    # 0.81. It lost on 3x3 stems (3->64 3x3/1 on 224x224 at batch 1 1.31, 3->32 3x3/2 1.14),
+    # where the conversion of a large blocked output to NCHW weighs more against 27 terms.
+    # Inside compiled ResNet-18 (medians of 60 interleaved runs against the model compiled
+    # before): 0.974-0.979 at batch 1, 0.94-0.98 at batch 8.
     if p.c_in // p.g <= 4 and not small:
-        return CONV_ALGOS["implicit_gemm"]
+        big_kernel = weight_prepared and p.g == 1 and p.kh * p.kw > 9
+        return CONV_ALGOS["blocked_gemm" if big_kernel else "implicit_gemm"]
     # A plan at batch 1 on a plane of at most 64 outputs (ResNet's 512x7x7): Winograd's weight,
     # 16/9 or 36/9 times the size, streams from memory for a handful of tiles, while the GEMM
     # kernels read the weight as it is. ResNet-18 at batch 1, compiled, min of 20 interleaved
