@@ -177,7 +177,8 @@ VGG_512_28_B8 = ConvParams(8, 512, 28, 28, 512, 3, 3, 1, 1, 1, 1, 1, 1)
     "params, prepared, expected",
     [
         (RESNET_512_7, False, "im2col"),  # eager: the weight transform would not pay off
-        (RESNET_512_7, True, "blocked_gemm"),  # a plan, 49 outputs: the weight packed once
+        (RESNET_512_7, True, "winograd"),  # a plan, 512 channels: Winograd's blocked GEMMs
+        (ConvParams(1, 256, 7, 7, 256, 3, 3, 1, 1, 1, 1, 1, 1), True, "blocked_gemm"),  # 49 px
         (RESNET_512_7_B8, False, "winograd_f23"),  # eager, few tiles for a big weight
         (RESNET_512_7_B8, True, "winograd"),
         (VGG_512_28_B8, False, "winograd"),

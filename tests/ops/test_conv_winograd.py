@@ -60,6 +60,11 @@ EXTRA_CASES = [
     ConvCase("asym_pad", (1, 3, 7, 8), (4, 3, 3, 3), dict(padding=((0, 2), (2, 1)))),
     ConvCase("same", (2, 6, 12, 12), (6, 6, 3, 3), dict(padding="same"), bias=False),
     ConvCase("multi_tile_rows", (3, 2, 25, 26), (3, 2, 3, 3), dict(padding=1)),
+    # c_out a multiple of 8: the per-point GEMMs on the blocked micro-kernel
+    ConvCase("blocked_c8_odd", (2, 5, 13, 17), (8, 5, 3, 3), dict(padding=1)),
+    ConvCase("blocked_c24_nopad", (1, 16, 11, 10), (24, 16, 3, 3), {}),
+    ConvCase("blocked_c32_1x1", (3, 4, 1, 1), (32, 4, 3, 3), dict(padding=1)),
+    ConvCase("blocked_c16_rows", (3, 2, 25, 26), (16, 2, 3, 3), dict(padding=1), bias=False),
 ]
 
 
@@ -187,6 +192,7 @@ def reference_activation(name, y):
         "gelu": F.gelu,
         "gelu_tanh": lambda v: F.gelu(v, approximate="tanh"),
         "elu": F.elu,
+        "identity": lambda v: v,
     }[name]
     return fn(t).numpy()
 
@@ -308,22 +314,74 @@ def test_small_chunks_cross_image_boundaries(m, monkeypatch):
     assert_rel_close(chunked, reference.conv2d(x, w, b, padding=1), 1e-4, f"F({m}x{m})")
 
 
+def test_the_blocked_gemm_path_is_prepared_where_it_applies():
+    def packed(w_shape, dtype=np.float32, algo="winograd_f43", **kw):
+        w = np.ones(w_shape, dtype)
+        p = ops.conv_params((1, w_shape[1] * kw.get("groups", 1), 9, 9), w_shape, padding=1, **kw)
+        return ops.CONV_ALGOS[algo].prepare_weight(w, p).packed
+
+    assert packed((16, 4, 3, 3)).shape == (36, 3, 4, 8)  # blocks padded to a multiple of 3
+    assert packed((24, 4, 3, 3), algo="winograd_f23").shape == (16, 3, 4, 8)
+    assert packed((16, 4, 3, 3), np.float64) is None
+    assert packed((12, 4, 3, 3)) is None  # c_out not a multiple of 8
+    assert packed((16, 2, 3, 3), groups=2) is None
+    u = conv_winograd.winograd_weight_transform(np.ones((16, 4, 3, 3), np.float32), 6)
+    p = ops.conv_params((1, 4, 9, 9), (16, 4, 3, 3))
+    assert conv_winograd.pack_winograd_weight(u, p) is None  # F(6x6): no blocked kernels
+
+
+@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize("activation", [None, "relu", "relu6", "silu"])
+def test_blocked_gemm_path_against_blas_path_across_chunks(m, activation, monkeypatch):
+    rng = np.random.default_rng(17)
+    x = (rng.standard_normal((3, 12, 17, 19)) * 2).astype(np.float32)
+    w = rng.standard_normal((16, 12, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(16).astype(np.float32)
+    p = ops.conv_params(x.shape, w.shape, padding=1)
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    u = conv_winograd.winograd_weight_transform(w, m)
+    packed = conv_winograd.pack_winograd_weight(u, p)
+    epi = parse_activation(activation)
+    tw = -(-p.ow // m)
+    results = []
+    for chunk_bytes, min_tiles in ((conv_winograd.CHUNK_BYTES, 64), (1, 2 * tw)):
+        monkeypatch.setattr(conv_winograd, "CHUNK_BYTES", chunk_bytes)
+        monkeypatch.setattr(conv_winograd, "MIN_CHUNK_TILES", min_tiles)
+        for pk in (packed, None):
+            out = np.full(p.output_shape, np.nan, np.float32)
+            conv_winograd.conv2d_winograd(xp, u, b, p, out, m, epi, pk)
+            results.append(out)
+    expected = reference_activation(activation or "identity", reference.conv2d(x, w, b, padding=1))
+    for out in results:
+        assert_rel_close(out, expected, REFERENCE_TOL[f"winograd_f{m}3"], f"F({m}x{m})")
+    if activation == "silu":  # not a clamp: both take the BLAS path
+        np.testing.assert_array_equal(results[0], results[1])
+        return
+    # the blocked kernels give the same result whatever the chunks (here straddling images)
+    # bit for bit; the BLAS GEMMs sum in another order: the paths differ by rounding (F(4x4)
+    # 3.2e-6 of max |y| here, both within 4.7e-6 of the reference), the blocked one as exact
+    np.testing.assert_array_equal(results[0], results[2])
+    assert rel_err(results[0], expected) <= 1.5 * rel_err(results[1], expected) + 1e-7
+
+
 @pytest.mark.parametrize("algo", VARIANTS)
 def test_one_and_two_threads_agree_bit_for_bit(algo):
     rng = np.random.default_rng(16)
     x = rng.standard_normal((3, 16, 23, 21)).astype(np.float32)
     w = rng.standard_normal((24, 8, 3, 3)).astype(np.float32)
     b = rng.standard_normal(24).astype(np.float32)
-    kw = dict(padding=1, groups=2, activation="silu")
-    before = cnnperf.get_num_threads()
-    try:
-        cnnperf.set_num_threads(1)
-        y1 = ops.conv2d(x, w, b, **kw, algo=algo)
-        cnnperf.set_num_threads(cnnperf.config.available_cores())
-        y2 = ops.conv2d(x, w, b, **kw, algo=algo)
-    finally:
-        cnnperf.set_num_threads(before)
-    np.testing.assert_array_equal(y1, y2)
+    w16 = rng.standard_normal((24, 16, 3, 3)).astype(np.float32)
+    # BLAS GEMMs (groups, silu) and the blocked micro-kernel's (ungrouped, relu)
+    for weight, kw in ((w, dict(groups=2, activation="silu")), (w16, dict(activation="relu"))):
+        before = cnnperf.get_num_threads()
+        try:
+            cnnperf.set_num_threads(1)
+            y1 = ops.conv2d(x, weight, b, padding=1, **kw, algo=algo)
+            cnnperf.set_num_threads(cnnperf.config.available_cores())
+            y2 = ops.conv2d(x, weight, b, padding=1, **kw, algo=algo)
+        finally:
+            cnnperf.set_num_threads(before)
+        np.testing.assert_array_equal(y1, y2)
 
 
 def test_backward_grad_input_uses_winograd(monkeypatch):

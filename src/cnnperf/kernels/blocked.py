@@ -217,6 +217,7 @@ def gemm_conv_blocked(
     lo,
     hi,
     out,
+    w_img_stride=0,
 ):  # pragma: no cover - compiled
     """``out[b, ob, p, :] = clamp(bias[ob] + sum_t w[ob, t, :] * x[b*img_stride + offs[t] +
     src(p)] (+ res[b, ob, p, :]), lo, hi)`` with ``src(p) = (p // ow)*row_pitch + (p % ow) *
@@ -239,6 +240,9 @@ def gemm_conv_blocked(
             pixel chunk.
         lo, hi: the clamp.
         out: (n, c_out_blocks, pixels, 8), flat, written completely.
+        w_img_stride: the weight of image ``b`` starts at ``b * w_img_stride`` (a batch of
+            GEMMs with their own weights: Winograd's, one per transform point); 0 for a
+            convolution.
     """
     terms = offs.shape[0]
     tiles = (pixels + PW_PIXELS - 1) // PW_PIXELS
@@ -256,7 +260,7 @@ def gemm_conv_blocked(
         xb = b * img_stride
         for g in range(s * groups // splits, (s + 1) * groups // splits):
             ob, nb = _group(g, c_out_blocks)
-            wg = ob * wstep
+            wg = b * w_img_stride + ob * wstep
             for t in range(t0, t1):
                 p = t * PW_PIXELS
                 # one division per tile (a division per pixel cost as much as the 16 terms

@@ -40,6 +40,7 @@ __all__ = [
     "vstore_n",
     "vfma",
     "vadd",
+    "vsub",
     "vmul",
     "vclamp",
 ]
@@ -215,6 +216,16 @@ def vadd(typingctx, a, b):
 
     def codegen(context, builder, sig, args):
         return builder.fadd(args[0], args[1])
+
+    return vec8f(vec8f, vec8f), codegen
+
+
+@intrinsic
+def vsub(typingctx, a, b):
+    """``a - b`` lane-wise."""
+
+    def codegen(context, builder, sig, args):
+        return builder.fsub(args[0], args[1])
 
     return vec8f(vec8f, vec8f), codegen
 

@@ -3,7 +3,8 @@
 Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks" (CVPR 2016): an output tile of
 m x m pixels is ``Y = A^T [(G g G^T) * (B^T d B)] A`` for an (m+2) x (m+2) input tile ``d`` and
 the 3x3 filter ``g``; summed over input channels, the elementwise product becomes one GEMM per
-transform point, ``M[p] = U[p] @ V[p]``, which BLAS does. These kernels are the two transforms
+transform point, ``M[p] = U[p] @ V[p]`` (BLAS, or the blocked micro-kernel of
+``kernels/blocked.py``: see ``ops.conv_winograd``). These kernels are the two transforms
 around those GEMMs, for F(2x2,3x3), F(4x4,3x3) (points 0, +-1, +-2, inf) and F(6x6,3x3)
 (points 0, +-1, +-2, +-1/2, inf).
 
@@ -12,7 +13,9 @@ Layouts (``a = m + 2``, ``p = r*a + c`` for transform row r and column c):
 - ``v`` (a*a, c_in, tc): the input transform of the tiles of one chunk; tile ``t = rr*tw + j``
   is tile column j of the chunk's tile row rr (global tile row ``r0 + rr``, image
   ``(r0 + rr) // th``). Each per-point GEMM then reads contiguous ``(c_in, tc)`` operands.
-- ``mm`` (a*a, c_out, tc): the GEMM results for the same tiles.
+- ``mm`` (a*a, c_out, tc): the GEMM results for the same tiles; or, from the blocked
+  micro-kernel, ``mb`` (a*a, c_out/8, tc, 8), read by :func:`winograd_output_blocked`, which
+  runs the same 1-D transforms on eight channels at once.
 
 Each transform is separable: a vertical pass (combining rows, vectorised along whole image
 rows) then a horizontal pass. Tile j's columns start at ``j*m``, a stride-m pattern that does
@@ -36,12 +39,14 @@ from numba import njit, prange
 
 from . import FASTMATH
 from .epilogue import bias_act_row
+from .simd import vadd, vbcast, vclamp, vfma, vload, vstore, vsub
 
 __all__ = [
     "WINOGRAD_TILES",
     "winograd_matrices",
     "winograd_input_transform",
     "winograd_output_transform",
+    "winograd_output_blocked",
 ]
 
 # Output tile sizes m with kernels here.
@@ -493,3 +498,121 @@ def winograd_output_transform(
         out: (n, c_out, oh, ow); only the valid part of edge tiles is written.
     """
     _OUTPUT[m](mm, bias, act, alpha, r0, th, tw, numba.get_num_threads(), out)
+
+
+# --- The output transform of channel-blocked GEMM results (``kernels/blocked.py``'s layout):
+# ``mb`` (a*a, c_out/8, tc, 8), flat. Eight channels are one vec8f: _at4 and _at6 above,
+# written with the vector operations of ``kernels/simd.py``.
+
+_BLOCK = 8
+
+
+@njit(inline="always", error_model="numpy")
+def _at_vec(m, q0, q1, q2, q3, q4, q5):  # pragma: no cover - compiled
+    """A^T of one column of a tile: 4 vectors (F(4x4): all six) or 2 (F(2x2): q0..q3)."""
+    if m == 4:
+        s1 = vadd(q1, q2)
+        d1 = vsub(q1, q2)
+        s2 = vadd(q3, q4)
+        d2 = vsub(q3, q4)
+        return (
+            vadd(vadd(q0, s1), s2),
+            vfma(vbcast(np.float32(2.0)), d2, d1),
+            vfma(vbcast(np.float32(4.0)), s2, s1),
+            vadd(vfma(vbcast(np.float32(8.0)), d2, d1), q5),
+        )
+    y0 = vadd(vadd(q0, q1), q2)
+    y1 = vsub(vsub(q1, q2), q3)
+    return y0, y1, y0, y1
+
+
+@njit(inline="always", error_model="numpy")
+def _output_blocked_worker(m, mb, bias, lo, hi, r0, nr, th, tw, cob, n, c_out, oh, ow, task,
+                           s, lanes, out):  # fmt: skip  # pragma: no cover - compiled
+    a = m + 2
+    tc = nr * tw
+    ps = cob * tc * _BLOCK  # floats between transform points
+    plane = oh * ow
+    lov = vbcast(np.float32(lo))
+    hiv = vbcast(np.float32(hi))
+    ob = task // nr
+    rr = task - ob * nr
+    big = r0 + rr
+    b = big // th
+    y0 = (big - b * th) * m
+    bv = vload(bias, ob * _BLOCK)
+    rows = min(m, oh - y0)
+    for tx in range(tw):
+        base = (ob * tc + rr * tw + tx) * _BLOCK
+        # vertical pass: s[i*a + c] = (A^T M)[i, c], one vector per (row i, column c)
+        for c in range(a):
+            q = base + c * ps
+            y = _at_vec(m, vload(mb, q), vload(mb, q + a * ps), vload(mb, q + 2 * a * ps),
+                        vload(mb, q + 3 * a * ps), vload(mb, q + (4 % a) * a * ps),
+                        vload(mb, q + (5 % a) * a * ps))  # fmt: skip
+            vstore(s, c * _BLOCK, y[0])
+            vstore(s, (a + c) * _BLOCK, y[1])
+            if m == 4:
+                vstore(s, (2 * a + c) * _BLOCK, y[2])
+                vstore(s, (3 * a + c) * _BLOCK, y[3])
+        x0 = tx * m
+        cols = min(m, ow - x0)
+        for i in range(rows):
+            r = i * a * _BLOCK
+            y = _at_vec(m, vload(s, r), vload(s, r + _BLOCK), vload(s, r + 2 * _BLOCK),
+                        vload(s, r + 3 * _BLOCK), vload(s, r + (4 % a) * _BLOCK),
+                        vload(s, r + (5 % a) * _BLOCK))  # fmt: skip
+            o = ((b * c_out + ob * _BLOCK) * oh + y0 + i) * ow + x0
+            for j in range(cols):
+                vstore(lanes, 0, vclamp(vadd(y[j], bv), lov, hiv))
+                for k in range(_BLOCK):  # channel ob*8 + k of NCHW
+                    out[o + k * plane + j] = lanes[k]
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def _output_blocked_f23(mb, bias, lo, hi, r0, nr, th, tw, cob, n, c_out, oh, ow, out):
+    for task in prange(cob * nr):  # pragma: no cover - compiled
+        s = np.empty(2 * 4 * _BLOCK, np.float32)
+        lanes = np.empty(_BLOCK, np.float32)
+        _output_blocked_worker(2, mb, bias, lo, hi, r0, nr, th, tw, cob, n, c_out, oh, ow, task,
+                               s, lanes, out)  # fmt: skip
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def _output_blocked_f43(mb, bias, lo, hi, r0, nr, th, tw, cob, n, c_out, oh, ow, out):
+    for task in prange(cob * nr):  # pragma: no cover - compiled
+        s = np.empty(4 * 6 * _BLOCK, np.float32)
+        lanes = np.empty(_BLOCK, np.float32)
+        _output_blocked_worker(4, mb, bias, lo, hi, r0, nr, th, tw, cob, n, c_out, oh, ow, task,
+                               s, lanes, out)  # fmt: skip
+
+
+_OUTPUT_BLOCKED = {2: _output_blocked_f23, 4: _output_blocked_f43}
+
+
+def winograd_output_blocked(
+    m: int,
+    mb: np.ndarray,
+    bias: np.ndarray,
+    lo: float,
+    hi: float,
+    r0: int,
+    nr: int,
+    th: int,
+    tw: int,
+    out: np.ndarray,
+) -> None:
+    """``out = clamp(A^T M A + bias, lo, hi)`` for the tiles of global tile rows
+    ``[r0, r0 + nr)``, from channel-blocked GEMM results.
+
+    Args:
+        m: output tile size, 2 or 4.
+        mb: (a*a, c_out/8, nr*tw, 8), flat, contiguous float32.
+        bias: (c_out,) float32 (zeros when the convolution has none).
+        lo, hi: the clamp: relu (0, inf), relu6 (0, 6), none (-inf, inf).
+        out: (n, c_out, oh, ow) contiguous float32, c_out a multiple of 8; only the valid part
+            of edge tiles is written.
+    """
+    n, c_out, oh, ow = out.shape
+    _OUTPUT_BLOCKED[m](mb, bias, lo, hi, r0, nr, th, tw, c_out // _BLOCK, n, c_out, oh, ow,
+                       out.reshape(-1))  # fmt: skip

@@ -187,7 +187,22 @@ def _heuristic(p: ConvParams, weight_prepared: bool = False) -> ConvAlgorithm:
     # (ungrouped; medians of 40 interleaved calls, relu fused, batch 1, blocked / implicit):
     # ResNet's 512x7x7 0.78, ResNet-50's 512->512 3x3/2 on 14x14 0.83, 32->64 and 16->32 3x3
     # on 8x8 0.85 and 0.94, 64->64 on 4x4 0.78.
-    if weight_prepared and p.n * p.oh * p.ow <= GEMM_BATCH_MAX_PIXELS and p.kh * p.kw > 1:
+    # Since Winograd's per-point GEMMs run on the same blocked micro-kernel (conv_winograd's
+    # blocked path), it wins back the 3x3 stride-1 layers of at least 512 channels in and out
+    # (ResNet-18's 512x7x7: medians of 30 interleaved calls, 2 threads, 1.83 ms vs 2.16;
+    # inside compiled ResNet-18 0.964 and 0.984 of the time, against 1.006 for two identical
+    # models) but not smaller ones (256x7x7 0.59 vs 0.52, 32->64 on 8x8 0.15 vs 0.09).
+    winograd_small = (
+        (p.kh, p.kw, p.sh, p.sw, p.dh, p.dw) == (3, 3, 1, 1, 1, 1)
+        and p.g == 1
+        and min(p.c_in, p.c_out) >= 512
+    )
+    if (
+        weight_prepared
+        and p.n * p.oh * p.ow <= GEMM_BATCH_MAX_PIXELS
+        and p.kh * p.kw > 1
+        and not winograd_small
+    ):
         return CONV_ALGOS["blocked_gemm" if p.g == 1 else "implicit_gemm"]
     # Plans of strided layers with at least 64 input channels, ungrouped: the blocked GEMM reads
     # each tap of the zero-padded input in place, where im2col first copies the strided

@@ -113,6 +113,28 @@ def global_avg_pool2d_blocked(x: np.ndarray) -> np.ndarray:
     return out
 
 
+def gemm_work_split(pixels: int, terms: int, out_blocks: int, n: int, threads: int) -> tuple:
+    """(tile_chunk, splits) for :func:`gemm_conv_blocked
+    <cnnperf.kernels.blocked.gemm_conv_blocked>` and ``pointwise_blocked``: ``n`` images of
+    ``pixels`` outputs, ``terms`` products each, ``out_blocks`` blocks of 8 channels."""
+    from ..kernels.blocked import PW_BLOCKS, PW_PIXELS
+
+    tiles = -(-pixels // PW_PIXELS)
+    groups = -(-out_blocks // PW_BLOCKS)
+    want = 4 * threads  # tasks, for the threads to share evenly
+    if out_blocks * BLOCK > pixels:
+        # more weight than input (the small late planes): every task sweeps all of an image's
+        # pixels for its groups of output blocks, so each weight is read once per image, not
+        # once per pixel chunk
+        chunk = tiles
+    else:
+        # a task's input chunk stays in L2 (1x1 of a blocked input: 4 pixels x c_in)
+        chunk = max(1, _PW_CHUNK_BYTES // (PW_PIXELS * terms * 4))
+        chunk = min(chunk, max(1, -(-tiles * n // want)))
+    chunks = -(-tiles // chunk)
+    return chunk, min(groups, max(1, -(-want // (n * chunks))))
+
+
 class BlockedConv2d:
     """A prepared convolution that writes a blocked array: ``conv(x, residual=None, out=None)``.
 
@@ -235,24 +257,9 @@ class BlockedConv2d:
         key = (n, threads)
         split = self._splits.get(key)
         if split is None:
-            from ..kernels.blocked import PW_BLOCKS, PW_PIXELS
-
             p = self.params
-            pixels, terms = p.oh * p.ow, p.c_in * p.kh * p.kw
-            tiles = -(-pixels // PW_PIXELS)
-            groups = -(-self.out_blocks // PW_BLOCKS)
-            want = 4 * threads  # tasks, for the threads to share evenly
-            if self.out_blocks * BLOCK > pixels:
-                # more weight than input (the small late planes): every task sweeps all of
-                # an image's pixels for its groups of output blocks, so each weight is read
-                # once per image, not once per pixel chunk
-                chunk = tiles
-            else:
-                # a task's input chunk stays in L2 (1x1 of a blocked input: 4 pixels x c_in)
-                chunk = max(1, _PW_CHUNK_BYTES // (PW_PIXELS * terms * 4))
-                chunk = min(chunk, max(1, -(-tiles * n // want)))
-            chunks = -(-tiles // chunk)
-            split = self._splits[key] = (chunk, min(groups, max(1, -(-want // (n * chunks)))))
+            split = gemm_work_split(p.oh * p.ow, p.c_in * p.kh * p.kw, self.out_blocks, n, threads)
+            self._splits[key] = split
         return split
 
     def __call__(

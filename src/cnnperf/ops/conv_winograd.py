@@ -1,10 +1,22 @@
 """Winograd convolution F(m x m, 3x3) for 3x3 stride-1 layers (Lavin & Gray, CVPR 2016).
 
 Per chunk of tile rows: the input transform (Numba, parallel over channels) writes
-``V (a*a, c_in, tiles)``, BLAS does the a*a GEMMs ``M[p] = U[p] @ V[p]`` (one batched
-``np.matmul``; per group when groups > 1), and the output transform (Numba) writes
-``act(A^T M A + bias)`` straight into the output. Chunks are sized so that V and M together
-stay within :data:`CHUNK_BYTES` whatever the image size.
+``V (a*a, c_in, tiles)``, the a*a GEMMs ``M[p] = U[p] @ V[p]`` follow, and the output
+transform (Numba) writes ``act(A^T M A + bias)`` straight into the output. Chunks are sized
+so that V and M together stay within :data:`CHUNK_BYTES` whatever the image size.
+
+The GEMMs run on the blocked micro-kernel of ``kernels/blocked.py`` (``gemm_conv_blocked``,
+the a*a points as its images) where it applies: float32, ungrouped, c_out a multiple of 8,
+F(2x2) or F(4x4), activation none, relu or relu6; M comes out channel-blocked and a vectorised
+output transform (:func:`winograd_output_blocked
+<cnnperf.kernels.winograd.winograd_output_blocked>`) reads it. Elsewhere BLAS does them (one
+batched ``np.matmul``; per group when groups > 1). On ResNet-18's layers the blocked path took
+0.72-0.92 of the time of the BLAS path at batch 1 and 0.75-0.91 at batch 8 (medians of 40
+interleaved calls, 2 threads, relu fused): the per-point GEMMs are small (64x64 by 64x196 at
+64x56x56), where OpenBLAS reached 85 GFLOP/s on 2 threads and the micro-kernel 158, and there
+is no hand-over between Numba's and OpenBLAS's threads. Compiled ResNet-18 took 0.87-0.89 of
+the time at batch 1 and 0.93 at batch 8 (medians of interleaved runs). The table below
+predates it (BLAS GEMMs).
 
 Registered algorithms: ``winograd_f23``, ``winograd_f43`` and ``winograd`` (F(4x4,3x3), or
 F(2x2,3x3) for layers with few tiles, see :func:`default_tile`). F(6x6,3x3) has kernels
@@ -125,6 +137,7 @@ def conv2d_winograd(
     out: np.ndarray,
     m: int,
     epi=NO_EPILOGUE,
+    packed: np.ndarray | None = None,
 ) -> None:
     """Write ``epi(conv2d(x, w) + bias)`` into ``out`` with Winograd F(m x m, 3x3).
 
@@ -136,6 +149,10 @@ def conv2d_winograd(
         out: (n, c_out, oh, ow), written completely.
         m: output tile size, 2, 4 or 6 (as u was prepared for).
         epi: fused activation.
+        packed: :func:`pack_winograd_weight` of ``u`` (float32, ungrouped, c_out a multiple
+            of 8, m 2 or 4) to run the per-point GEMMs on the blocked micro-kernel of
+            ``kernels/blocked.py`` instead of BLAS, for activations it clamps (none, relu,
+            relu6); other activations take the BLAS path.
 
     Shape:
         out (n, c_out, oh, ow) with ``oh = h + pt + pb - 2``; the workspace is at most
@@ -161,6 +178,9 @@ def conv2d_winograd(
     if rows_total == 0:
         return
     nr = _chunk_rows(p, m, tw, xp.dtype.itemsize)
+    if packed is not None and epi.code in _CLAMPS:
+        _winograd_blocked(xp, packed, bias, p, out, m, _CLAMPS[epi.code], th, tw, nr)
+        return
     g = p.g
     cg, cog = p.c_in // g, p.c_out // g
     vbuf = np.empty(a2 * p.c_in * nr * tw, dtype=xp.dtype)
@@ -178,6 +198,62 @@ def conv2d_winograd(
             vg = v.reshape(a2, g, cg, tc)
             np.matmul(u.reshape(a2, g, cog, cg), vg, out=mm.reshape(a2, g, cog, tc))
         winograd_output_transform(m, mm, b, epi.code, epi.alpha, r0, th, tw, out)
+
+
+# epilogue codes the blocked path applies as a clamp: none, relu, relu6
+_CLAMPS = {0: (-np.inf, np.inf), 1: (0.0, np.inf), 2: (0.0, 6.0)}
+
+
+def pack_winograd_weight(u: np.ndarray, p: ConvParams) -> np.ndarray | None:
+    """``u`` (a*a, c_out, c_in) as one packed GEMM weight per transform point (the layout of
+    ``kernels.blocked.pack_gemm_weight``, point after point), or None where the blocked path
+    does not apply (float64, groups, c_out not a multiple of 8, F(6x6))."""
+    from ..kernels.blocked import BLOCK, PW_BLOCKS
+
+    a2, c_out, c_in = u.shape
+    if u.dtype != np.float32 or p.g != 1 or c_out % BLOCK or a2 not in (16, 36):
+        return None
+    blocks = -(-(c_out // BLOCK) // PW_BLOCKS) * PW_BLOCKS
+    padded = np.zeros((a2, blocks * BLOCK, c_in), np.float32)
+    padded[:, :c_out] = u
+    return np.ascontiguousarray(padded.reshape(a2, blocks, BLOCK, c_in).transpose(0, 1, 3, 2))
+
+
+def _winograd_blocked(xp, packed, bias, p, out, m, clamp, th, tw, nr) -> None:
+    """conv2d_winograd's per-chunk steps with the GEMMs on ``gemm_conv_blocked``: the a*a
+    points are its images (each with its own weight, ``w_img_stride`` apart), a point's
+    ``(c_in, tc)`` slice of V its NCHW input (term c at ``c*tc``, pixel t at ``t``), and the
+    blocked results go to :func:`winograd_output_blocked
+    <cnnperf.kernels.winograd.winograd_output_blocked>`. No BLAS call, so no hand-over
+    between Numba's and OpenBLAS's threads; on the per-point GEMMs of ResNet-18's layers at
+    batch 1 it ran at 157-183 GFLOP/s against np.matmul's 85-130 (2 threads)."""
+    from .. import config
+    from ..kernels.blocked import BLOCK
+    from ..kernels.blocked import gemm_conv_blocked as gemm
+    from ..kernels.winograd import winograd_input_transform, winograd_output_blocked
+    from .conv_blocked import gemm_work_split
+
+    a2 = (m + 2) ** 2
+    rows_total = p.n * th
+    cob = p.c_out // BLOCK
+    w_stride = packed[0].size
+    zero = np.full(packed.shape[1] * BLOCK, -0.0, np.float32)  # no bias in the GEMMs
+    b = np.zeros(p.c_out, np.float32) if bias is None else np.ascontiguousarray(bias, np.float32)
+    vbuf = np.empty(a2 * p.c_in * nr * tw, np.float32)
+    mbuf = np.empty(a2 * cob * nr * tw * BLOCK, np.float32)
+    flat_w = packed.reshape(-1)
+    threads = config.get_num_threads()
+    for r0 in range(0, rows_total, nr):
+        k = min(nr, rows_total - r0)
+        tc = k * tw
+        v = vbuf[: a2 * p.c_in * tc]
+        mb = mbuf[: a2 * cob * tc * BLOCK]
+        winograd_input_transform(m, xp, th, tw, r0, k, v.reshape(a2, p.c_in, tc))
+        chunk, splits = gemm_work_split(tc, p.c_in, cob, a2, threads)
+        offs = np.arange(p.c_in, dtype=np.int64) * tc
+        gemm(v, p.c_in * tc, offs, tc, 1, tc, flat_w, zero, mb, False, a2, cob, tc, chunk,
+             splits, -np.inf, np.inf, mb, w_stride)  # fmt: skip
+        winograd_output_blocked(m, mb, b, clamp[0], clamp[1], r0, k, th, tw, out)
 
 
 class WinogradConv(ConvAlgorithm):
@@ -208,7 +284,8 @@ class WinogradConv(ConvAlgorithm):
     def prepare_weight(self, w: np.ndarray, p: ConvParams) -> WinogradWeight:
         w = np.ascontiguousarray(w)
         with np.errstate(all="ignore"):  # a non-finite weight is handled by run's fallback
-            return WinogradWeight(winograd_weight_transform(w, self.tile(p)), w)
+            u = winograd_weight_transform(w, self.tile(p))
+        return WinogradWeight(u, w, pack_winograd_weight(u, p))
 
     def run(self, xp, w_prep, bias, p, out, epi=NO_EPILOGUE):
         if not isinstance(w_prep, WinogradWeight):
@@ -216,7 +293,7 @@ class WinogradConv(ConvAlgorithm):
         u = w_prep.u
         m = int(round(u.shape[0] ** 0.5)) - 2  # the tile the weight was prepared for
         with np.errstate(all="ignore"):  # NaN/Inf are detected below and recomputed
-            conv2d_winograd(xp, u, bias, p, out, m, epi)
+            conv2d_winograd(xp, u, bias, p, out, m, epi, w_prep.packed)
         if not np.isfinite(out).all():
             # A NaN or Inf in a tile's input (or an overflow) spreads over the whole tile in the
             # transforms; every activation keeps NaN, so the check after it sees the spread.
@@ -229,11 +306,12 @@ class WinogradWeight:
     """A weight prepared for :class:`WinogradConv`: ``u`` = G g G^T for one tile size, and the
     weight itself (kept for the direct fallback on NaN/Inf)."""
 
-    __slots__ = ("u", "weight")
+    __slots__ = ("u", "weight", "packed")
 
-    def __init__(self, u: np.ndarray, weight: np.ndarray):
+    def __init__(self, u: np.ndarray, weight: np.ndarray, packed: np.ndarray | None = None):
         self.u = u
         self.weight = weight
+        self.packed = packed  # pack_winograd_weight(u): the blocked GEMM path, or None
 
 
 WINOGRAD_F23 = register_conv_algo(WinogradConv(2, "winograd_f23"))
