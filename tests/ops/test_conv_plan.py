@@ -73,12 +73,12 @@ def test_plan_validates_at_construction():
 UNFUSED = {**UNFUSED_ACTIVATIONS, None: (lambda y: y, lambda t: t)}
 
 
-def _residual_case(seed: int = 0):
+def _residual_case(seed: int = 0, c_out: int = 6):
     rng = np.random.default_rng(seed)
     x = (rng.standard_normal((2, 4, 9, 8)) * 2).astype(np.float32)
-    w = rng.standard_normal((6, 4, 3, 3)).astype(np.float32)
-    b = rng.standard_normal(6).astype(np.float32)
-    r = (rng.standard_normal((2, 6, 9, 8)) * 3).astype(np.float32)
+    w = rng.standard_normal((c_out, 4, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(c_out).astype(np.float32)
+    r = (rng.standard_normal((2, c_out, 9, 8)) * 3).astype(np.float32)
     r[0, 0, 0, :4] = [np.nan, np.inf, -np.inf, np.nan]
     r[1, 5, 8, -3:] = [-np.inf, np.inf, np.nan]
     return x, w, b, r
@@ -88,10 +88,11 @@ def test_every_fusable_activation_has_a_residual_test():
     assert set(UNFUSED) - {None} == set(FUSABLE_ACTIVATIONS)
 
 
+@pytest.mark.parametrize("c_out", [6, 16])  # 16: the blocked kernels' paths (8 channels)
 @pytest.mark.parametrize("algo", sorted(ops.CONV_ALGOS))
 @pytest.mark.parametrize("name", sorted(UNFUSED, key=str))
-def test_residual_equals_conv_add_activation_with_nan_and_inf(name, algo):
-    x, w, b, r = _residual_case()
+def test_residual_equals_conv_add_activation_with_nan_and_inf(name, algo, c_out):
+    x, w, b, r = _residual_case(c_out=c_out)
     if ops.CONV_ALGOS[algo].why_not(ops.conv_params(x.shape, w.shape, padding=1)) is not None:
         pytest.skip(f"{algo} does not cover this case")
     plan = ops.plan_conv2d(w, b, padding=1, input_shape=x.shape, algo=algo, activation=name)

@@ -354,14 +354,31 @@ def test_blocked_gemm_path_against_blas_path_across_chunks(m, activation, monkey
     expected = reference_activation(activation or "identity", reference.conv2d(x, w, b, padding=1))
     for out in results:
         assert_rel_close(out, expected, REFERENCE_TOL[f"winograd_f{m}3"], f"F({m}x{m})")
-    if activation == "silu":  # not a clamp: both take the BLAS path
-        np.testing.assert_array_equal(results[0], results[1])
-        return
     # the blocked kernels give the same result whatever the chunks (here straddling images)
-    # bit for bit; the BLAS GEMMs sum in another order: the paths differ by rounding (F(4x4)
-    # 3.2e-6 of max |y| here, both within 4.7e-6 of the reference), the blocked one as exact
+    # bit for bit (silu: applied in a pass after them); the BLAS GEMMs sum in another order:
+    # the paths differ by rounding (F(4x4) 3.2e-6 of max |y| here, both within 4.7e-6 of the
+    # reference), the blocked one as exact
     np.testing.assert_array_equal(results[0], results[2])
     assert rel_err(results[0], expected) <= 1.5 * rel_err(results[1], expected) + 1e-7
+
+
+@pytest.mark.parametrize("algo", VARIANTS)
+@pytest.mark.parametrize("c_out", [6, 16])  # the BLAS path and the blocked one
+def test_a_nan_input_with_a_fused_residual_is_recomputed_directly(algo, c_out):
+    rng = np.random.default_rng(18)
+    x = rng.standard_normal((2, 8, 10, 11)).astype(np.float32)
+    x[1, 3, 4, 5] = np.nan
+    x[0, 2, 0, 0] = np.inf
+    w = rng.standard_normal((c_out, 8, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(c_out).astype(np.float32)
+    r = rng.standard_normal((2, c_out, 10, 11)).astype(np.float32)
+    kw = dict(padding=1, input_shape=x.shape, activation="relu")
+    got = ops.plan_conv2d(w, b, algo=algo, **kw)(x, residual=r)
+    want = ops.plan_conv2d(w, b, algo="im2col", **kw)(x, residual=r)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))  # only where direct puts them
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+    assert np.isnan(got).any() and np.isfinite(got).sum() > got.size // 2
+    assert_rel_close(np.nan_to_num(got), np.nan_to_num(want), 1e-5, algo)
 
 
 @pytest.mark.parametrize("algo", VARIANTS)

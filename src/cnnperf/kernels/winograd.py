@@ -528,7 +528,7 @@ def _at_vec(m, q0, q1, q2, q3, q4, q5):  # pragma: no cover - compiled
 
 @njit(inline="always", error_model="numpy")
 def _output_blocked_worker(m, mb, bias, lo, hi, r0, nr, th, tw, cob, n, c_out, oh, ow, task,
-                           s, lanes, out):  # fmt: skip  # pragma: no cover - compiled
+                           s, lanes, res, has_res, flags, out):  # fmt: skip  # pragma: no cover
     a = m + 2
     tc = nr * tw
     ps = cob * tc * _BLOCK  # floats between transform points
@@ -541,6 +541,8 @@ def _output_blocked_worker(m, mb, bias, lo, hi, r0, nr, th, tw, cob, n, c_out, o
     b = big // th
     y0 = (big - b * th) * m
     bv = vload(bias, ob * _BLOCK)
+    zero = vbcast(np.float32(0.0))
+    check = zero  # stays 0 while every output before the activation is finite (inf*0 = NaN)
     rows = min(m, oh - y0)
     for tx in range(tw):
         base = (ob * tc + rr * tw + tx) * _BLOCK
@@ -564,27 +566,39 @@ def _output_blocked_worker(m, mb, bias, lo, hi, r0, nr, th, tw, cob, n, c_out, o
                         vload(s, r + (5 % a) * _BLOCK))  # fmt: skip
             o = ((b * c_out + ob * _BLOCK) * oh + y0 + i) * ow + x0
             for j in range(cols):
-                vstore(lanes, 0, vclamp(vadd(y[j], bv), lov, hiv))
-                for k in range(_BLOCK):  # channel ob*8 + k of NCHW
-                    out[o + k * plane + j] = lanes[k]
+                v = vadd(y[j], bv)
+                check = vfma(v, zero, check)
+                if has_res:  # residual added to the sum, then the clamp, lane by lane
+                    vstore(lanes, 0, v)
+                    for k in range(_BLOCK):  # channel ob*8 + k of NCHW
+                        q = o + k * plane + j
+                        t = lanes[k] + res[q]
+                        out[q] = lo if t < lo else (hi if t > hi else t)
+                else:
+                    vstore(lanes, 0, vclamp(v, lov, hiv))
+                    for k in range(_BLOCK):
+                        out[o + k * plane + j] = lanes[k]
+    vstore(flags, task * _BLOCK, check)
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
-def _output_blocked_f23(mb, bias, lo, hi, r0, nr, th, tw, cob, n, c_out, oh, ow, out):
+def _output_blocked_f23(mb, bias, lo, hi, r0, nr, th, tw, cob, n, c_out, oh, ow, res, has_res,
+                        flags, out):  # fmt: skip
     for task in prange(cob * nr):  # pragma: no cover - compiled
         s = np.empty(2 * 4 * _BLOCK, np.float32)
         lanes = np.empty(_BLOCK, np.float32)
         _output_blocked_worker(2, mb, bias, lo, hi, r0, nr, th, tw, cob, n, c_out, oh, ow, task,
-                               s, lanes, out)  # fmt: skip
+                               s, lanes, res, has_res, flags, out)  # fmt: skip
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
-def _output_blocked_f43(mb, bias, lo, hi, r0, nr, th, tw, cob, n, c_out, oh, ow, out):
+def _output_blocked_f43(mb, bias, lo, hi, r0, nr, th, tw, cob, n, c_out, oh, ow, res, has_res,
+                        flags, out):  # fmt: skip
     for task in prange(cob * nr):  # pragma: no cover - compiled
         s = np.empty(4 * 6 * _BLOCK, np.float32)
         lanes = np.empty(_BLOCK, np.float32)
         _output_blocked_worker(4, mb, bias, lo, hi, r0, nr, th, tw, cob, n, c_out, oh, ow, task,
-                               s, lanes, out)  # fmt: skip
+                               s, lanes, res, has_res, flags, out)  # fmt: skip
 
 
 _OUTPUT_BLOCKED = {2: _output_blocked_f23, 4: _output_blocked_f43}
@@ -601,18 +615,29 @@ def winograd_output_blocked(
     th: int,
     tw: int,
     out: np.ndarray,
-) -> None:
-    """``out = clamp(A^T M A + bias, lo, hi)`` for the tiles of global tile rows
-    ``[r0, r0 + nr)``, from channel-blocked GEMM results.
+    residual: np.ndarray | None = None,
+) -> bool:
+    """``out = clamp(A^T M A + bias [+ residual], lo, hi)`` for the tiles of global tile rows
+    ``[r0, r0 + nr)``, from channel-blocked GEMM results; returns whether every
+    ``A^T M A + bias`` was finite (a NaN or Inf in a tile's input spreads over the whole
+    tile, which the caller then recomputes).
 
     Args:
         m: output tile size, 2 or 4.
         mb: (a*a, c_out/8, nr*tw, 8), flat, contiguous float32.
         bias: (c_out,) float32 (zeros when the convolution has none).
-        lo, hi: the clamp: relu (0, inf), relu6 (0, 6), none (-inf, inf).
+        lo, hi: the clamp: relu (0, inf), relu6 (0, 6), none (-inf, inf); NaN passes.
         out: (n, c_out, oh, ow) contiguous float32, c_out a multiple of 8; only the valid part
             of edge tiles is written.
+        residual: None, or an array like ``out`` added before the clamp (rounded to float32
+            first, as an unfused add).
     """
     n, c_out, oh, ow = out.shape
-    _OUTPUT_BLOCKED[m](mb, bias, lo, hi, r0, nr, th, tw, c_out // _BLOCK, n, c_out, oh, ow,
-                       out.reshape(-1))  # fmt: skip
+    cob = c_out // _BLOCK
+    flat = out.reshape(-1)
+    has_res = residual is not None
+    res = residual.reshape(-1) if has_res else flat
+    flags = np.empty(cob * nr * _BLOCK, np.float32)
+    _OUTPUT_BLOCKED[m](mb, bias, lo, hi, r0, nr, th, tw, cob, n, c_out, oh, ow, res, has_res,
+                       flags, flat)  # fmt: skip
+    return not flags.any()

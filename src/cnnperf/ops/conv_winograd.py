@@ -7,15 +7,16 @@ so that V and M together stay within :data:`CHUNK_BYTES` whatever the image size
 
 The GEMMs run on the blocked micro-kernel of ``kernels/blocked.py`` (``gemm_conv_blocked``,
 the a*a points as its images) where it applies: float32, ungrouped, c_out a multiple of 8,
-F(2x2) or F(4x4), activation none, relu or relu6; M comes out channel-blocked and a vectorised
-output transform (:func:`winograd_output_blocked
-<cnnperf.kernels.winograd.winograd_output_blocked>`) reads it. Elsewhere BLAS does them (one
-batched ``np.matmul``; per group when groups > 1). On ResNet-18's layers the blocked path took
-0.72-0.92 of the time of the BLAS path at batch 1 and 0.75-0.91 at batch 8 (medians of 40
-interleaved calls, 2 threads, relu fused): the per-point GEMMs are small (64x64 by 64x196 at
-64x56x56), where OpenBLAS reached 85 GFLOP/s on 2 threads and the micro-kernel 158, and there
-is no hand-over between Numba's and OpenBLAS's threads. Compiled ResNet-18 took 0.87-0.89 of
-the time at batch 1 and 0.93 at batch 8 (medians of interleaved runs). The table below
+F(2x2) or F(4x4); M comes out channel-blocked and a vectorised output transform
+(:func:`winograd_output_blocked <cnnperf.kernels.winograd.winograd_output_blocked>`) reads it
+and adds the bias, a residual and relu or relu6 (other activations follow in a pass).
+Elsewhere BLAS does them (one batched ``np.matmul``; per group when groups > 1). On
+ResNet-18's layers the blocked path took 0.72-0.92 of the time of the BLAS path at batch 1
+and 0.75-0.91 at batch 8 (medians of 40 interleaved calls, 2 threads, relu fused): the
+per-point GEMMs are small (64x64 by 64x196 at 64x56x56), where OpenBLAS reached 85 GFLOP/s on
+2 threads and the micro-kernel 158, and there is no hand-over between Numba's and OpenBLAS's
+threads. With the residual and the finiteness check fused, compiled ResNet-18 took 0.79-0.80
+of the time of the BLAS path at batch 1 (medians of 60 interleaved runs). The table below
 predates it (BLAS GEMMs).
 
 Registered algorithms: ``winograd_f23``, ``winograd_f43`` and ``winograd`` (F(4x4,3x3), or
@@ -51,7 +52,7 @@ import numpy as np
 
 from ..shapes import ConvParams
 from .conv_algos import CONV_ALGOS, ConvAlgorithm, register_conv_algo
-from .epilogue import NO_EPILOGUE
+from .epilogue import NO_EPILOGUE, apply_epilogue, apply_residual_epilogue
 
 __all__ = [
     "WinogradConv",
@@ -138,8 +139,11 @@ def conv2d_winograd(
     m: int,
     epi=NO_EPILOGUE,
     packed: np.ndarray | None = None,
-) -> None:
-    """Write ``epi(conv2d(x, w) + bias)`` into ``out`` with Winograd F(m x m, 3x3).
+    residual: np.ndarray | None = None,
+) -> bool:
+    """Write ``epi(conv2d(x, w) + bias [+ residual])`` into ``out`` with Winograd F(m x m,
+    3x3); returns False when the convolution had a non-finite value before the activation
+    (then wrong: see :meth:`WinogradConv.run`), True otherwise.
 
     Args:
         xp: the zero-padded input (n, c_in, oh + 2, ow + 2), contiguous.
@@ -151,8 +155,10 @@ def conv2d_winograd(
         epi: fused activation.
         packed: :func:`pack_winograd_weight` of ``u`` (float32, ungrouped, c_out a multiple
             of 8, m 2 or 4) to run the per-point GEMMs on the blocked micro-kernel of
-            ``kernels/blocked.py`` instead of BLAS, for activations it clamps (none, relu,
-            relu6); other activations take the BLAS path.
+            ``kernels/blocked.py`` instead of BLAS; its output transform applies none, relu
+            and relu6 (and a residual before them), other activations follow in a pass.
+        residual: None, or an array like ``out`` added before the activation (fused into
+            the blocked path's output transform; a second pass after the BLAS path).
 
     Shape:
         out (n, c_out, oh, ow) with ``oh = h + pt + pb - 2``; the workspace is at most
@@ -164,6 +170,7 @@ def conv2d_winograd(
         >>> w = np.ones((3, 2, 3, 3), np.float32)
         >>> xp = np.pad(np.ones((1, 2, 5, 5), np.float32), ((0, 0), (0, 0), (1, 1), (1, 1)))
         >>> conv2d_winograd(xp, winograd_weight_transform(w, 2), None, p, out, 2)
+        True
         >>> float(out[0, 0, 2, 2]), float(out[0, 0, 0, 0])
         (18.0, 8.0)
     """
@@ -176,11 +183,20 @@ def conv2d_winograd(
     th, tw = -(-p.oh // m), -(-p.ow // m)
     rows_total = p.n * th
     if rows_total == 0:
-        return
+        return True
     nr = _chunk_rows(p, m, tw, xp.dtype.itemsize)
-    if packed is not None and epi.code in _CLAMPS:
-        _winograd_blocked(xp, packed, bias, p, out, m, _CLAMPS[epi.code], th, tw, nr)
-        return
+    if packed is not None:
+        if epi.code in _CLAMPS:
+            return _winograd_blocked(xp, packed, bias, p, out, m, _CLAMPS[epi.code], th, tw, nr,
+                                     residual)  # fmt: skip
+        # another activation: the same convolution, then a pass (as the BLAS path's residual)
+        finite = _winograd_blocked(xp, packed, bias, p, out, m, _CLAMPS[0], th, tw, nr, None)
+        if residual is None:
+            apply_epilogue(out, None, epi)
+        else:
+            apply_residual_epilogue(out, residual, epi)
+        return finite
+    conv_epi = epi if residual is None else NO_EPILOGUE
     g = p.g
     cg, cog = p.c_in // g, p.c_out // g
     vbuf = np.empty(a2 * p.c_in * nr * tw, dtype=xp.dtype)
@@ -197,7 +213,12 @@ def conv2d_winograd(
         else:
             vg = v.reshape(a2, g, cg, tc)
             np.matmul(u.reshape(a2, g, cog, cg), vg, out=mm.reshape(a2, g, cog, tc))
-        winograd_output_transform(m, mm, b, epi.code, epi.alpha, r0, th, tw, out)
+        winograd_output_transform(m, mm, b, conv_epi.code, conv_epi.alpha, r0, th, tw, out)
+    # every activation keeps NaN, so a check after it sees a tile's spread NaN or Inf
+    finite = bool(np.isfinite(out).all())
+    if residual is not None:
+        apply_residual_epilogue(out, residual, epi)
+    return finite
 
 
 # epilogue codes the blocked path applies as a clamp: none, relu, relu6
@@ -219,7 +240,7 @@ def pack_winograd_weight(u: np.ndarray, p: ConvParams) -> np.ndarray | None:
     return np.ascontiguousarray(padded.reshape(a2, blocks, BLOCK, c_in).transpose(0, 1, 3, 2))
 
 
-def _winograd_blocked(xp, packed, bias, p, out, m, clamp, th, tw, nr) -> None:
+def _winograd_blocked(xp, packed, bias, p, out, m, clamp, th, tw, nr, residual) -> bool:
     """conv2d_winograd's per-chunk steps with the GEMMs on ``gemm_conv_blocked``: the a*a
     points are its images (each with its own weight, ``w_img_stride`` apart), a point's
     ``(c_in, tc)`` slice of V its NCHW input (term c at ``c*tc``, pixel t at ``t``), and the
@@ -243,6 +264,7 @@ def _winograd_blocked(xp, packed, bias, p, out, m, clamp, th, tw, nr) -> None:
     mbuf = np.empty(a2 * cob * nr * tw * BLOCK, np.float32)
     flat_w = packed.reshape(-1)
     threads = config.get_num_threads()
+    finite = True
     for r0 in range(0, rows_total, nr):
         k = min(nr, rows_total - r0)
         tc = k * tw
@@ -253,12 +275,16 @@ def _winograd_blocked(xp, packed, bias, p, out, m, clamp, th, tw, nr) -> None:
         offs = np.arange(p.c_in, dtype=np.int64) * tc
         gemm(v, p.c_in * tc, offs, tc, 1, tc, flat_w, zero, mb, False, a2, cob, tc, chunk,
              splits, -np.inf, np.inf, mb, w_stride)  # fmt: skip
-        winograd_output_blocked(m, mb, b, clamp[0], clamp[1], r0, k, th, tw, out)
+        finite &= winograd_output_blocked(m, mb, b, *clamp, r0, k, th, tw, out, residual)
+    return finite
 
 
 class WinogradConv(ConvAlgorithm):
     """F(m x m, 3x3) Winograd convolution: 3x3 kernels, stride 1, dilation 1, groups (one GEMM
-    per group and point) but not depthwise. ``m=None``: the tile of :func:`default_tile`."""
+    per group and point) but not depthwise. ``m=None``: the tile of :func:`default_tile`.
+    A residual is added as the blocked path writes (a second pass after the BLAS path)."""
+
+    fuses_residual = True
 
     def __init__(self, m: int | None, name: str):
         self.m = m
@@ -287,19 +313,22 @@ class WinogradConv(ConvAlgorithm):
             u = winograd_weight_transform(w, self.tile(p))
         return WinogradWeight(u, w, pack_winograd_weight(u, p))
 
-    def run(self, xp, w_prep, bias, p, out, epi=NO_EPILOGUE):
+    def run(self, xp, w_prep, bias, p, out, epi=NO_EPILOGUE, residual=None):
         if not isinstance(w_prep, WinogradWeight):
             w_prep = self.prepare_weight(w_prep, p)
         u = w_prep.u
         m = int(round(u.shape[0] ** 0.5)) - 2  # the tile the weight was prepared for
-        with np.errstate(all="ignore"):  # NaN/Inf are detected below and recomputed
-            conv2d_winograd(xp, u, bias, p, out, m, epi, w_prep.packed)
-        if not np.isfinite(out).all():
+        with np.errstate(all="ignore"):  # NaN/Inf are detected and recomputed
+            finite = conv2d_winograd(xp, u, bias, p, out, m, epi, w_prep.packed, residual)
+        if not finite:
             # A NaN or Inf in a tile's input (or an overflow) spreads over the whole tile in the
-            # transforms; every activation keeps NaN, so the check after it sees the spread.
-            # Recompute directly so non-finite values land only where a direct convolution puts
-            # them (as PyTorch does).
-            CONV_ALGOS["im2col"].run_padded(xp, w_prep.weight, bias, p, out, epi)
+            # transforms. Recompute directly so non-finite values land only where a direct
+            # convolution puts them (as PyTorch does).
+            if residual is None:
+                CONV_ALGOS["im2col"].run_padded(xp, w_prep.weight, bias, p, out, epi)
+            else:
+                CONV_ALGOS["im2col"].run_padded(xp, w_prep.weight, bias, p, out, NO_EPILOGUE)
+                apply_residual_epilogue(out, residual, epi)
 
 
 class WinogradWeight:
