@@ -179,7 +179,7 @@ VGG_512_28_B8 = ConvParams(8, 512, 28, 28, 512, 3, 3, 1, 1, 1, 1, 1, 1)
         (RESNET_512_7, False, "im2col"),  # eager: the weight transform would not pay off
         (RESNET_512_7, True, "winograd"),  # a plan, 512 channels: Winograd's blocked GEMMs
         (ConvParams(1, 256, 7, 7, 256, 3, 3, 1, 1, 1, 1, 1, 1), True, "blocked_gemm"),  # 49 px
-        (RESNET_512_7_B8, False, "winograd_f23"),  # eager, few tiles for a big weight
+        (RESNET_512_7_B8, False, "im2col"),  # eager: too few outputs for a big weight
         (RESNET_512_7_B8, True, "winograd"),
         (VGG_512_28_B8, False, "winograd"),
         (ALEXNET_CONV2_B1, False, "im2col"),  # eager 5x5, batch 1: the spectrum does not pay

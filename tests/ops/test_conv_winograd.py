@@ -315,19 +315,30 @@ def test_small_chunks_cross_image_boundaries(m, monkeypatch):
 
 
 def test_the_blocked_gemm_path_is_prepared_where_it_applies():
-    def packed(w_shape, dtype=np.float32, algo="winograd_f43", **kw):
+    def prepared(w_shape, dtype=np.float32, algo="winograd_f43", **kw):
         w = np.ones(w_shape, dtype)
         p = ops.conv_params((1, w_shape[1] * kw.get("groups", 1), 9, 9), w_shape, padding=1, **kw)
-        return ops.CONV_ALGOS[algo].prepare_weight(w, p).packed
+        return ops.CONV_ALGOS[algo].prepare_weight(w, p)
 
-    assert packed((16, 4, 3, 3)).shape == (36, 3, 4, 8)  # blocks padded to a multiple of 3
-    assert packed((24, 4, 3, 3), algo="winograd_f23").shape == (16, 3, 4, 8)
-    assert packed((16, 4, 3, 3), np.float64) is None
-    assert packed((12, 4, 3, 3)) is None  # c_out not a multiple of 8
-    assert packed((16, 2, 3, 3), groups=2) is None
-    u = conv_winograd.winograd_weight_transform(np.ones((16, 4, 3, 3), np.float32), 6)
+    blocked = prepared((16, 4, 3, 3))
+    assert blocked.packed.shape == (36, 3, 4, 8) and blocked.u is None  # 3: a multiple of 3
+    assert prepared((24, 4, 3, 3), algo="winograd_f23").packed.shape == (16, 3, 4, 8)
+    for w_prep in (prepared((16, 4, 3, 3), np.float64), prepared((12, 4, 3, 3)),
+                   prepared((16, 2, 3, 3), groups=2)):  # fmt: skip
+        assert w_prep.packed is None and w_prep.u.shape[0] == 36
     p = ops.conv_params((1, 4, 9, 9), (16, 4, 3, 3))
-    assert conv_winograd.pack_winograd_weight(u, p) is None  # F(6x6): no blocked kernels
+    assert conv_winograd.pack_winograd_weight(np.ones((16, 4, 3, 3), np.float32), 6, p) is None
+
+
+@pytest.mark.parametrize("m", [2, 4])
+def test_packed_weight_is_the_transform_in_blocked_order(m):
+    w = np.random.default_rng(19).standard_normal((24, 5, 3, 3)).astype(np.float32)
+    p = ops.conv_params((1, 5, 9, 9), w.shape)
+    packed = conv_winograd.pack_winograd_weight(w, m, p)
+    u = conv_winograd.winograd_weight_transform(w, m)  # (a*a, c_out, c_in)
+    # packed[point, ob, c, j] = U[point, ob*8 + j, c]
+    np.testing.assert_allclose(packed.transpose(0, 1, 3, 2).reshape(len(u), 24, 5), u,
+                               rtol=0, atol=1e-6)  # fmt: skip
 
 
 @pytest.mark.parametrize("m", [2, 4])
@@ -340,7 +351,7 @@ def test_blocked_gemm_path_against_blas_path_across_chunks(m, activation, monkey
     p = ops.conv_params(x.shape, w.shape, padding=1)
     xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
     u = conv_winograd.winograd_weight_transform(w, m)
-    packed = conv_winograd.pack_winograd_weight(u, p)
+    packed = conv_winograd.pack_winograd_weight(w, m, p)
     epi = parse_activation(activation)
     tw = -(-p.ow // m)
     results = []

@@ -229,11 +229,18 @@ def _heuristic(p: ConvParams, weight_prepared: bool = False) -> ConvAlgorithm:
     # ResNet 3x3 layers (64x56x56 .. 512x7x7, batch 1 and 8); it loses on the 3-channel stem
     # (0.54x). Eager calls transform the weight each time, which only paid off with at least
     # 128 output positions per call: 512x7x7 at batch 1 (49) was 1.6x slower than im2col,
-    # 256x14x14 (196) and 512x7x7 at batch 8 (392) faster.
+    # 256x14x14 (196) and 512x7x7 at batch 8 (392) faster. Since the transformed weight is
+    # packed for the blocked GEMMs (conv_winograd: 2.5x the transform's time for 512x512),
+    # eager calls need an output position per 256 weights (c_in/g * c_out) as well; without,
+    # im2col won (one bench run, eager, ms, Winograd / im2col): 256x14x14 at batch 1 2.80 /
+    # 1.88, 512x14x14 at batch 1 10.9 / 6.3, 512x7x7 at batch 8 15.7 / 11.9; with, Winograd
+    # won: 256x14x14 at batch 8 8.4 / 13.3, 512x14x14 at batch 8 30.3 / 48.6, 128x28x28 at
+    # batch 1 1.31 / 1.80.
+    eager_pays = p.n * p.oh * p.ow >= max(128, (p.c_in // p.g) * p.c_out // 256)
     if (
         CONV_ALGOS["winograd"].why_not(p) is None
         and min(p.c_in, p.c_out) // p.g >= 16
-        and (weight_prepared or p.n * p.oh * p.ow >= 128)
+        and (weight_prepared or eager_pays)
     ):
         # Eager calls transform the weight each time, and F(4x4)'s transform is 36/16 the size
         # of F(2x2)'s. Four full bench runs (medians, eager, 512x512 weights): 512x7x7 n=8 (32

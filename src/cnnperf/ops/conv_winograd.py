@@ -147,14 +147,15 @@ def conv2d_winograd(
 
     Args:
         xp: the zero-padded input (n, c_in, oh + 2, ow + 2), contiguous.
-        u: ``winograd_weight_transform(w, m)``, (a*a, c_out, c_in/g).
+        u: ``winograd_weight_transform(w, m)``, (a*a, c_out, c_in/g); unused (may be None)
+            when ``packed`` is given.
         bias: (c_out,) or None.
         p: the convolution (3x3, stride 1, dilation 1).
         out: (n, c_out, oh, ow), written completely.
         m: output tile size, 2, 4 or 6 (as u was prepared for).
         epi: fused activation.
-        packed: :func:`pack_winograd_weight` of ``u`` (float32, ungrouped, c_out a multiple
-            of 8, m 2 or 4) to run the per-point GEMMs on the blocked micro-kernel of
+        packed: :func:`pack_winograd_weight` of the weight (float32, ungrouped, c_out a
+            multiple of 8, m 2 or 4) to run the per-point GEMMs on the blocked micro-kernel of
             ``kernels/blocked.py`` instead of BLAS; its output transform applies none, relu
             and relu6 (and a residual before them), other activations follow in a pass.
         residual: None, or an array like ``out`` added before the activation (fused into
@@ -225,19 +226,32 @@ def conv2d_winograd(
 _CLAMPS = {0: (-np.inf, np.inf), 1: (0.0, np.inf), 2: (0.0, 6.0)}
 
 
-def pack_winograd_weight(u: np.ndarray, p: ConvParams) -> np.ndarray | None:
-    """``u`` (a*a, c_out, c_in) as one packed GEMM weight per transform point (the layout of
-    ``kernels.blocked.pack_gemm_weight``, point after point), or None where the blocked path
-    does not apply (float64, groups, c_out not a multiple of 8, F(6x6))."""
-    from ..kernels.blocked import BLOCK, PW_BLOCKS
+def pack_winograd_weight(w: np.ndarray, m: int, p: ConvParams) -> np.ndarray | None:
+    """``U = G g G^T`` of ``w`` laid out for the blocked path: one packed GEMM weight per
+    transform point (``kernels.blocked.pack_gemm_weight``'s layout, point after point), or
+    None where the blocked path does not apply (float64, groups, c_out not a multiple of 8,
+    F(6x6)).
 
-    a2, c_out, c_in = u.shape
-    if u.dtype != np.float32 or p.g != 1 or c_out % BLOCK or a2 not in (16, 36):
+    The same GEMM as :func:`winograd_weight_transform` (K = 9) on the weight's channels
+    reordered first, so that it writes the packed layout itself: eager calls prepare the
+    weight every time, and reordering U (a*a/9 times the weight) afterwards made them up to
+    2.4x slower than im2col (256x256x3x3 at batch 1).
+
+    Shape:
+        (a*a, blocks, c_in, 8), blocks = c_out/8 rounded up to a multiple of PW_BLOCKS.
+    """
+    from ..kernels.blocked import BLOCK, PW_BLOCKS
+    from ..kernels.winograd import winograd_matrices
+
+    c_out, c_in = w.shape[:2]
+    if w.dtype != np.float32 or p.g != 1 or c_out % BLOCK or m not in (2, 4):
         return None
+    _, g, _ = winograd_matrices(m)
+    gg = np.kron(g, g).astype(np.float32)  # (a*a, 9)
     blocks = -(-(c_out // BLOCK) // PW_BLOCKS) * PW_BLOCKS
-    padded = np.zeros((a2, blocks * BLOCK, c_in), np.float32)
-    padded[:, :c_out] = u
-    return np.ascontiguousarray(padded.reshape(a2, blocks, BLOCK, c_in).transpose(0, 1, 3, 2))
+    wt = np.zeros((blocks, c_in, BLOCK, 9), np.float32)  # [ob, c, j] = w[ob*8 + j, c]
+    wt[: c_out // BLOCK] = w.reshape(c_out // BLOCK, BLOCK, c_in, 9).transpose(0, 2, 1, 3)
+    return (gg @ wt.reshape(-1, 9).T).reshape(len(gg), blocks, c_in, BLOCK)
 
 
 def _winograd_blocked(xp, packed, bias, p, out, m, clamp, th, tw, nr, residual) -> bool:
@@ -309,15 +323,16 @@ class WinogradConv(ConvAlgorithm):
 
     def prepare_weight(self, w: np.ndarray, p: ConvParams) -> WinogradWeight:
         w = np.ascontiguousarray(w)
+        m = self.tile(p)
         with np.errstate(all="ignore"):  # a non-finite weight is handled by run's fallback
-            u = winograd_weight_transform(w, self.tile(p))
-        return WinogradWeight(u, w, pack_winograd_weight(u, p))
+            packed = pack_winograd_weight(w, m, p)
+            u = winograd_weight_transform(w, m) if packed is None else None
+        return WinogradWeight(u, w, packed, m)
 
     def run(self, xp, w_prep, bias, p, out, epi=NO_EPILOGUE, residual=None):
         if not isinstance(w_prep, WinogradWeight):
             w_prep = self.prepare_weight(w_prep, p)
-        u = w_prep.u
-        m = int(round(u.shape[0] ** 0.5)) - 2  # the tile the weight was prepared for
+        u, m = w_prep.u, w_prep.m
         with np.errstate(all="ignore"):  # NaN/Inf are detected and recomputed
             finite = conv2d_winograd(xp, u, bias, p, out, m, epi, w_prep.packed, residual)
         if not finite:
@@ -332,15 +347,19 @@ class WinogradConv(ConvAlgorithm):
 
 
 class WinogradWeight:
-    """A weight prepared for :class:`WinogradConv`: ``u`` = G g G^T for one tile size, and the
-    weight itself (kept for the direct fallback on NaN/Inf)."""
+    """A weight prepared for :class:`WinogradConv` and tile size ``m``: G g G^T either packed
+    for the blocked path (``packed``, :func:`pack_winograd_weight`) or for BLAS (``u``,
+    :func:`winograd_weight_transform`; None when packed), and the weight itself (kept for the
+    direct fallback on NaN/Inf)."""
 
-    __slots__ = ("u", "weight", "packed")
+    __slots__ = ("u", "weight", "packed", "m")
 
-    def __init__(self, u: np.ndarray, weight: np.ndarray, packed: np.ndarray | None = None):
+    def __init__(self, u: np.ndarray | None, weight: np.ndarray, packed: np.ndarray | None,
+                 m: int) -> None:  # fmt: skip
         self.u = u
         self.weight = weight
-        self.packed = packed  # pack_winograd_weight(u): the blocked GEMM path, or None
+        self.packed = packed
+        self.m = m
 
 
 WINOGRAD_F23 = register_conv_algo(WinogradConv(2, "winograd_f23"))
