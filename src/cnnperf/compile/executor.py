@@ -52,8 +52,9 @@ class _Arena:
             self.views[v] = (
                 self.memory[off : off + plan.value_bytes[v]].view(np.float32).reshape(shape)
             )
-        # per thread count: each step's call bound to these buffers, or None (CompiledModel)
-        self.programs: dict[int, list[Callable[[], None] | None]] = {}
+        # per thread count: each step's call bound to these buffers, _LANDS or None
+        # (CompiledModel._bind)
+        self.programs: dict[int, list] = {}
 
 
 class CompiledModel:
