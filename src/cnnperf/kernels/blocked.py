@@ -318,23 +318,18 @@ def _fma_3x4(w0, w1, w2, x, i0, i1, i2, i3, acc):  # pragma: no cover - compiled
     ``acc[4*u + t]`` is block u, pixel t). One broadcast is live at a time: 12 accumulators
     + 3 weights + 1 = the 16 ymm registers."""
     a00, a01, a02, a03, a10, a11, a12, a13, a20, a21, a22, a23 = acc
-    xv = vbcast_load(x, i0)
-    a00 = vfma(w0, xv, a00)
-    a10 = vfma(w1, xv, a10)
-    a20 = vfma(w2, xv, a20)
-    xv = vbcast_load(x, i1)
-    a01 = vfma(w0, xv, a01)
-    a11 = vfma(w1, xv, a11)
-    a21 = vfma(w2, xv, a21)
-    xv = vbcast_load(x, i2)
-    a02 = vfma(w0, xv, a02)
-    a12 = vfma(w1, xv, a12)
-    a22 = vfma(w2, xv, a22)
-    xv = vbcast_load(x, i3)
-    a03 = vfma(w0, xv, a03)
-    a13 = vfma(w1, xv, a13)
-    a23 = vfma(w2, xv, a23)
+    a00, a10, a20 = _fma_pixel(w0, w1, w2, vbcast_load(x, i0), a00, a10, a20)
+    a01, a11, a21 = _fma_pixel(w0, w1, w2, vbcast_load(x, i1), a01, a11, a21)
+    a02, a12, a22 = _fma_pixel(w0, w1, w2, vbcast_load(x, i2), a02, a12, a22)
+    a03, a13, a23 = _fma_pixel(w0, w1, w2, vbcast_load(x, i3), a03, a13, a23)
     return (a00, a01, a02, a03, a10, a11, a12, a13, a20, a21, a22, a23)
+
+
+@njit(inline="always")
+def _fma_pixel(w0, w1, w2, xv, a0, a1, a2):  # pragma: no cover - compiled
+    """One pixel's broadcast input times the term's 3 weight vectors, added to its 3
+    accumulators."""
+    return vfma(w0, xv, a0), vfma(w1, xv, a1), vfma(w2, xv, a2)
 
 
 @njit(inline="always")

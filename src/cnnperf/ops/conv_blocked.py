@@ -306,36 +306,10 @@ class BlockedConv2d:
             return None
         if residual is not None and (self.depthwise or residual.shape != shape):
             return None
-        p = self.params
-        k = self._kernels
-        flat_x, flat_out = x.reshape(-1), out.reshape(-1)
-        lo, hi = self.lo, self.hi
-        if self.depthwise:
-            kernel = k.depthwise_blocked
-            args = (
-                flat_x, self.weight, self.bias, n, p.c_in // BLOCK, p.h, p.w, p.kh, p.kw,
-                p.sh, p.sw, p.pt, p.pl, p.dh, p.dw, p.oh, p.ow, lo, hi, flat_out,
-            )  # fmt: skip
-        else:
-            has_res = residual is not None
-            res = residual.reshape(-1) if has_res else flat_out
-            chunk, splits = self._launch(n)
-            if self.input_layout == "nchw8c":
-                kernel = k.pointwise_blocked
-                args = (
-                    flat_x, self.weight, self.bias, res, has_res, n, p.c_in, self.out_blocks,
-                    p.oh * p.ow, chunk, splits, self.offs, lo, hi, flat_out,
-                )  # fmt: skip
-            elif (self.hp, self.wp) == (p.h, p.w):
-                kernel = k.gemm_conv_blocked
-                args = (
-                    flat_x, x.size // n, self.offs, p.sh * self.wp, p.sw, p.ow, self.weight,
-                    self.bias, res, has_res, n, self.out_blocks, p.oh * p.ow, chunk, splits, lo,
-                    hi, flat_out,
-                )  # fmt: skip
-            else:
-                return None
-        sync = k.sync_threads
+        if self.input_layout == "nchw" and (self.hp, self.wp) != (self.params.h, self.params.w):
+            return None  # each call pads its input into a new array
+        kernel, args = self._call(x, out, self.bias, self.lo, self.hi, residual)
+        sync = self._kernels.sync_threads
 
         def run() -> None:
             sync()
@@ -345,29 +319,38 @@ class BlockedConv2d:
 
     def _run(self, x, out, bias, lo, hi, residual=None) -> np.ndarray:
         """Run the kernel on checked arrays with this bias (packed) and clamp."""
+        self._kernels.sync_threads()
+        if self.input_layout == "nchw":
+            x = self._padded(x)
+        if residual is not None:
+            residual = np.ascontiguousarray(residual)
+        kernel, args = self._call(x, out, bias, lo, hi, residual)
+        kernel(*args)
+        return out
+
+    def _call(self, x, out, bias, lo, hi, residual=None) -> tuple:
+        """(kernel, its arguments) writing this conv of ``x`` into ``out``: contiguous
+        checked arrays, an NCHW input already padded (``_padded``)."""
         p = self.params
         n = x.shape[0]
         k = self._kernels
-        k.sync_threads()
-        flat_out = out.reshape(-1)
+        flat_x, flat_out = x.reshape(-1), out.reshape(-1)
         if self.depthwise:
-            k.depthwise_blocked(
-                x.reshape(-1), self.weight, bias, n, p.c_in // BLOCK, p.h, p.w, p.kh, p.kw,
-                p.sh, p.sw, p.pt, p.pl, p.dh, p.dw, p.oh, p.ow, lo, hi, flat_out,
+            return k.depthwise_blocked, (
+                flat_x, self.weight, bias, n, p.c_in // BLOCK, p.h, p.w, p.kh, p.kw, p.sh,
+                p.sw, p.pt, p.pl, p.dh, p.dw, p.oh, p.ow, lo, hi, flat_out,
             )  # fmt: skip
-            return out
         has_res = residual is not None
-        res = np.ascontiguousarray(residual).reshape(-1) if has_res else flat_out
+        res = residual.reshape(-1) if has_res else flat_out
         if self.input_layout == "nchw8c":
             chunk, splits = self._launch(n)
-            k.pointwise_blocked(
-                x.reshape(-1), self.weight, bias, res, has_res, n, p.c_in, self.out_blocks,
+            return k.pointwise_blocked, (
+                flat_x, self.weight, bias, res, has_res, n, p.c_in, self.out_blocks,
                 p.oh * p.ow, chunk, splits, self.offs, lo, hi, flat_out,
             )  # fmt: skip
-            return out
-        x = self._padded(x)
-        self._gemm(x.reshape(-1), x.size // n, self.offs, flat_out, bias, lo, hi, n, res, has_res)
-        return out
+        args = self._gemm_args(flat_x, x.size // n, self.offs, flat_out, bias, lo, hi, n, res,
+                               has_res)  # fmt: skip
+        return k.gemm_conv_blocked, args
 
     def _padded(self, x: np.ndarray) -> np.ndarray:
         """An NCHW input zero-padded for the gemm kernel (x itself when unpadded)."""
@@ -381,9 +364,13 @@ class BlockedConv2d:
     def _gemm(self, xf, img_stride, offs, flat_out, bias, lo, hi, n, res=None, has_res=False):
         """gemm_conv_blocked on a padded NCHW source: images ``img_stride`` apart, this conv's
         input channels at ``offs`` (a group's: shifted to its first channel)."""
+        args = self._gemm_args(xf, img_stride, offs, flat_out, bias, lo, hi, n, res, has_res)
+        self._kernels.gemm_conv_blocked(*args)
+
+    def _gemm_args(self, xf, img_stride, offs, flat_out, bias, lo, hi, n, res, has_res) -> tuple:
         p = self.params
         chunk, splits = self._launch(n)
-        self._kernels.gemm_conv_blocked(
+        return (
             xf, img_stride, offs, p.sh * self.wp, p.sw, p.ow, self.weight, bias,
             flat_out if res is None else res, has_res, n, self.out_blocks, p.oh * p.ow, chunk,
             splits, lo, hi, flat_out,
