@@ -84,9 +84,10 @@ def test_table_rows_and_totals(tmp_path, capsys):
     rows = {line.split()[0]: line for line in lines if line.split()[:1]
             and line.split()[0] in ("conv1", "pool", "conv2", "gap", "flatten", "fc")}  # fmt: skip
     assert sorted(rows) == ["conv1", "conv2", "fc", "flatten", "gap", "pool"]
-    assert "2x3x12x12 -> 2x8x12x12" in rows["conv1"]
+    # the stem writes the channel-blocked layout its max pool reads (compile.layout)
+    assert "2x3x12x12 -> 2x1x12x12x8" in rows["conv1"]
     assert rows["conv1"].endswith("batch_norm+relu") and rows["conv2"].endswith("relu")
-    assert rows["pool"].endswith("-") and "2x8x12x12 -> 2x8x6x6" in rows["pool"]
+    assert rows["pool"].endswith("-") and "2x1x12x12x8 -> 2x8x6x6" in rows["pool"]
     assert "peak 100 GFLOP/s" in out and "memory bandwidth 10.0 GB/s" in out
     total = next(line for line in lines if line.startswith("total "))
     assert "6 nodes" in total and "GFLOP" in total and "% of peak" in total
@@ -137,7 +138,7 @@ def test_shape_option_and_plot(tmp_path, capsys):
     png = tmp_path / "p.png"
     assert main(["profile", path, "--shape", "3,16,10", "--repeat", "1", "--plot", str(png)]) == 0
     out = capsys.readouterr().out
-    assert f"wrote {png}" in out and "1x3x16x10 -> 1x8x16x10" in out
+    assert f"wrote {png}" in out and "1x3x16x10 -> 1x1x16x10x8" in out  # blocked for the pool
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
 

@@ -212,3 +212,38 @@ def test_a_step_that_allocates_instead_of_writing_its_buffer_is_copied_there():
     got, want = model.run({"x": x}), compile_graph(g).run({"x": x})
     for k in want:
         np.testing.assert_array_equal(got[k], want[k])
+
+
+def _resnet_stem(pool_pads=(1, 1, 1, 1), readers=1) -> Graph:
+    """ResNet's head: a 7x7/2 stem into a 3x3/2 max pool, then a 3x3 conv (NCHW)."""
+    i = {"s.w": _r(16, 3, 7, 7) * 0.2, "s.b": _r(16), "c.w": _r(8, 16, 3, 3) * 0.2}
+    attrs = {"stride": (2, 2), "pads": (3, 3, 3, 3), "activation": "relu"}
+    pool = {"kernel": (3, 3), "stride": (2, 2), "pads": pool_pads}
+    nodes = [
+        Node("conv2d", ["x", "s.w", "s.b"], ["s"], attrs, name="s"),
+        Node("max_pool2d", ["s"], ["m"], pool, name="m"),
+        Node("conv2d", ["m", "c.w"], ["c"], {"pads": (1, 1, 1, 1)}, name="c"),
+    ]
+    outputs = ["c"]
+    if readers > 1:
+        nodes.append(Node("max_pool2d", ["s"], ["m2"], {"kernel": (2, 2)}, name="m2"))
+        outputs.append("m2")
+    return Graph(nodes=nodes, initializers=i, inputs={"x": (None, 3, 21, 18)}, outputs=outputs)
+
+
+@pytest.mark.parametrize("readers", [1, 2])
+def test_a_stem_read_only_by_max_pools_writes_blocked_and_the_pools_read_it(readers):
+    model = _check_same(_resnet_stem(readers=readers))
+    layouts = {n.name: n.attrs.get("layout") for n in model.graph.nodes}
+    assert layouts["s"] == "nchw_to_nchw8c" and layouts["m"] == "nchw8c"
+    assert layouts["c"] is None  # the pool writes NCHW: no conversion anywhere
+    assert not {"to_blocked", "from_blocked"} & {n.op for n in model.graph.nodes}
+    assert model.shapes["m"] == (None, 16, 6, 5) and model.shapes["s:nchw8c"] == (None, 2, 11, 9, 8)
+    if readers > 1:
+        assert layouts["m2"] == "nchw8c"
+
+
+def test_a_stem_stays_nchw_for_a_pool_the_blocked_kernel_does_not_take():
+    # asymmetric pads: an ONNX form ops.max_pool2d (PyTorch's) has no equivalent of
+    model = _check_same(_resnet_stem(pool_pads=(0, 1, 0, 1)))
+    assert all("layout" not in n.attrs for n in model.graph.nodes)

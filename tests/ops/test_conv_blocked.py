@@ -144,6 +144,57 @@ def test_nchw_input_with_a_residual():
     assert_rel_close(y, np.maximum(reference.conv2d(x, w, b, padding=1) + r, 0), TOL, "res")
 
 
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs",
+    [
+        ((2, 3, 9, 11), (8, 3, 3, 3), dict(stride=2, padding=1)),  # 30 pixels: a tile of 2
+        ((1, 5, 7, 7), (16, 5, 3, 3), dict(padding=1)),  # 49 pixels: a tile of 1; 2 + 0 blocks
+        ((2, 6, 6, 9), (40, 6, 1, 1), dict(stride=(1, 2))),  # 30 pixels; 5 blocks: 3 + 2
+        ((1, 4, 8, 8), (24, 4, 3, 3), dict(padding=1, dilation=2)),  # 36 pixels: full tiles
+    ],
+)
+@pytest.mark.parametrize("act", [None, "relu", "relu6", "sigmoid"])
+def test_blocked_gemm_writes_nchw_with_a_fused_residual(x_shape, w_shape, kwargs, act):
+    """The "blocked_gemm" algorithm stores each tile transposed into the NCHW output (no
+    blocked buffer): every tail of a 4-pixel tile and of a 3-block group, a residual with
+    NaN and Inf added before the activation, exactly the blocked path's arithmetic."""
+    x, w, b = _data(x_shape, w_shape, seed=w_shape[0])
+    plan = ops.plan_conv2d(w, b, input_shape=x.shape, algo="blocked_gemm", activation=act,
+                           **kwargs)  # fmt: skip
+    y0 = plan(x)
+    r = np.random.default_rng(1).standard_normal(y0.shape).astype(np.float32)
+    r[0, 0, 0, :3] = [np.nan, np.inf, -np.inf]
+    r[-1, -1, -1, -1] = np.nan  # the last element: the last tile's stores reach it
+    fused = plan(x, residual=r)
+    with np.errstate(invalid="ignore"):
+        unfused = ops.conv2d(x, w, b, algo="blocked_gemm", **kwargs) + r
+        lo, hi = CLAMP.get(act, (-np.inf, np.inf))
+        expected = np.clip(unfused, lo, hi) if act != "sigmoid" else 1 / (1 + np.exp(-unfused))
+    np.testing.assert_array_equal(np.isnan(fused), np.isnan(expected))
+    if act == "sigmoid":
+        assert_rel_close(fused, expected, 1e-6, "sigmoid after the residual")
+    else:  # bias, residual, clamp: the same float32 operations as conv + add + clamp
+        np.testing.assert_array_equal(fused, expected)
+    # the NCHW stores against the blocked kernel's own layout, and the reference
+    conv = BlockedConv2d(w, b, input_shape=x.shape, input_layout="nchw", activation=None,
+                         **kwargs)  # fmt: skip
+    np.testing.assert_array_equal(ops.conv2d(x, w, b, algo="blocked_gemm", **kwargs),
+                                  from_blocked(conv(x)))  # fmt: skip
+    assert_rel_close(ops.conv2d(x, w, b, algo="blocked_gemm", **kwargs),
+                     reference.conv2d(x, w, b, **kwargs), TOL, "vs reference")  # fmt: skip
+
+
+def test_blocked_gemm_grouped_residual_is_added_before_the_activation():
+    """Grouped layers go through per-group blocked buffers; the residual then follows them,
+    before the activation (a clamp fused into the groups would come too early)."""
+    x, w, b = _data((1, 4, 6, 6), (12, 2, 3, 3), seed=3)
+    r = np.full((1, 12, 6, 6), 5.0, np.float32)
+    plan = ops.plan_conv2d(w, b, padding=1, groups=2, input_shape=x.shape, algo="blocked_gemm",
+                           activation="relu")  # fmt: skip
+    expected = np.maximum(reference.conv2d(x, w, b, padding=1, groups=2) + 5.0, 0)
+    assert_rel_close(plan(x, residual=r), expected, TOL, "grouped + residual")
+
+
 def _run_nchw(x, w, b, **kwargs):
     conv = BlockedConv2d(w, b, input_shape=x.shape, input_layout="nchw", **kwargs)
     assert conv.name == "blocked_gemm"
@@ -277,3 +328,94 @@ def test_bind_refuses_arrays_it_cannot_run_on():
                            input_layout="nchw")  # fmt: skip
     x3, out3 = np.ones((1, 3, 4, 4), np.float32), np.empty((1, 1, 4, 4, 8), np.float32)
     assert padded.bind(x3, out3) is None
+
+
+@pytest.mark.parametrize(
+    "w_shape, kwargs, layout",
+    [
+        ((16, 8, 1, 1), {}, "nchw8c"),
+        ((8, 1, 3, 3), dict(groups=8, padding=1), "nchw8c"),
+        ((16, 8, 3, 3), dict(stride=2, padding=1), "nchw"),
+    ],
+)
+def test_an_empty_batch_gives_an_empty_output(w_shape, kwargs, layout):
+    x, w, b = _data((2, 8, 6, 6), w_shape)
+    conv = BlockedConv2d(w, b, input_shape=x.shape, input_layout=layout, **kwargs)
+    x0 = x[:0] if layout == "nchw" else to_blocked(x)[:0]
+    y = conv(x0)
+    assert y.shape == conv.output_shape(0) and y.shape[0] == 0
+
+
+@pytest.mark.parametrize(
+    "shape, kwargs",
+    [
+        ((2, 16, 12, 14), dict(kernel_size=3, stride=2, padding=1)),  # ResNet's
+        ((1, 8, 9, 7), dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)),
+        ((1, 8, 10, 11), dict(kernel_size=(2, 3), stride=(1, 2), padding=(1, 1), dilation=(2, 1))),
+        ((1, 24, 5, 9), dict(kernel_size=2)),  # stride = kernel, unpadded, tails of 1
+        ((1, 8, 3, 3), dict(kernel_size=3, padding=1)),  # every window at a border
+    ],
+)
+def test_max_pool_of_a_blocked_input_is_pytorchs_bit_for_bit(shape, kwargs):
+    """NaN wins, equal values keep the first tap (the sign of a zero), -inf padding; the
+    NCHW output is transposed from the blocked lanes as it is stored."""
+    x = np.random.default_rng(7).standard_normal(shape).astype(np.float32)
+    x.flat[::23] = np.nan
+    x.flat[3::11] = -0.0
+    x.flat[4::11] = 0.0
+    x.flat[5::29] = -np.inf
+    y = ops.max_pool2d_blocked(to_blocked(x), **kwargs)
+    want = F.max_pool2d(torch.from_numpy(x), **kwargs).numpy()
+    assert y.shape == want.shape and y.dtype == np.float32
+    np.testing.assert_array_equal(y, want)  # NaN where torch has NaN
+    np.testing.assert_array_equal(np.signbit(y[~np.isnan(y)]), np.signbit(want[~np.isnan(want)]))
+    np.testing.assert_array_equal(y, ops.max_pool2d(x, **kwargs))
+
+
+def test_max_pool_of_a_blocked_input_checks_its_arguments():
+    xb = to_blocked(np.zeros((1, 8, 4, 4), np.float32))
+    with pytest.raises(ValueError, match="float32 5-D"):
+        ops.max_pool2d_blocked(np.zeros((1, 8, 4, 4), np.float32), 2)
+    with pytest.raises(ValueError, match="pad should be at most half"):
+        ops.max_pool2d_blocked(xb, 2, padding=2)
+    with pytest.raises(ValueError, match="too small"):
+        ops.max_pool2d_blocked(xb, 5)
+    assert ops.max_pool2d_blocked(xb[:0], 2).shape == (0, 8, 2, 2)
+
+
+@pytest.mark.parametrize("k_chunks", [2, 3, 7])
+@pytest.mark.parametrize("c_out", [8, 16, 24])  # last group of 1, 2 (2 + 2) and 3 blocks
+def test_k_chunks_sum_in_the_same_order_bit_for_bit(k_chunks, c_out):
+    """Splitting the reduction into chunks (each swept over a task's tiles while its weight
+    sits in L1) starts each chunk from the sums of the ones before: the same FMAs in the same
+    order, so the same result bit for bit, in both kernels and both output layouts."""
+    from cnnperf.kernels import blocked as kb
+
+    x, w, b = _data((2, 16, 7, 9), (c_out, 16, 3, 3), seed=c_out)
+    r = np.random.default_rng(3).standard_normal((2, c_out, 7, 9)).astype(np.float32)
+    conv = BlockedConv2d(w, b, padding=1, activation="relu", input_shape=x.shape,
+                         input_layout="nchw")  # fmt: skip
+    xp = conv._padded(x)
+    for nchw in (False, True):
+        outs = []
+        for kc in (1, k_chunks):
+            out = np.empty(conv.output_shape(2), np.float32)
+            res = r if nchw else to_blocked(r)
+            args = list(conv._gemm_args(xp.reshape(-1), xp[0].size, conv.offs, out.reshape(-1),
+                                        conv.bias, 0.0, np.inf, 2, res.reshape(-1), True,
+                                        nchw))  # fmt: skip
+            args[-1] = kc
+            kb.gemm_conv_blocked(*args)
+            outs.append(out.reshape(2, c_out, 7, 9) if nchw else from_blocked(out))
+        np.testing.assert_array_equal(outs[0], outs[1])
+        want = np.maximum(reference.conv2d(x, w, b, padding=1) + r, 0)
+        assert_rel_close(outs[1], want, TOL, "vs reference")
+    pw = BlockedConv2d(w[:, :, 1:2, 1:2].copy(), b, input_shape=x.shape)
+    xb = to_blocked(x)
+    outs = []
+    for kc in (1, k_chunks):
+        out = np.empty(pw.output_shape(2), np.float32)
+        kernel, args = pw._call(xb, out, pw.bias, -np.inf, np.inf, to_blocked(r))
+        kernel(*args, min(kc, 2))  # 16 input channels: at most 2 chunks of 8
+        outs.append(out)
+    np.testing.assert_array_equal(outs[0], outs[1])

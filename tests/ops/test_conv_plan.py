@@ -192,3 +192,65 @@ def test_auto_plan_chooses_again_for_another_batch_size():
         assert_rel_close(forced(x), expected, 1e-5, f"im2col plan at batch {n}")
     names = {plan.algorithm_for(n)[0].name for n in (1, 8)}
     assert len(names) == 2, names  # the stem's choice does change between batch 1 and 8
+
+
+# --- bind -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "algo, kwargs",
+    [
+        ("winograd_f23", dict(padding=1)),
+        ("winograd_f43", dict(padding=1)),
+        ("blocked_gemm", dict(stride=2, padding=1)),
+        ("blocked_gemm", dict(stride=2)),  # unpadded: the input read in place
+    ],
+)
+@pytest.mark.parametrize("with_residual", [False, True])
+def test_a_bound_plan_reruns_on_the_arrays_current_contents(algo, kwargs, with_residual):
+    rng = np.random.default_rng(11)
+    w = rng.standard_normal((16, 8, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(16).astype(np.float32)
+    x = rng.standard_normal((2, 8, 9, 10)).astype(np.float32)
+    plan = ops.plan_conv2d(w, b, input_shape=(1, 8, 9, 10), algo=algo, activation="relu",
+                           **kwargs)  # fmt: skip
+    out = np.empty_like(plan(x))  # batch 2: not the planned 1
+    r = rng.standard_normal(out.shape).astype(np.float32) if with_residual else None
+    run = plan.bind(x, out, r)
+    assert callable(run)
+    for seed in (1, 2):
+        x[...] = np.random.default_rng(seed).standard_normal(x.shape)
+        if r is not None:
+            r[...] = np.random.default_rng(seed + 5).standard_normal(r.shape)
+        run()
+        np.testing.assert_array_equal(out, plan(x, residual=r))
+    x[0, 3, 4, 5] = np.nan  # Winograd's transforms spread it: recomputed directly
+    run()
+    want = plan(x, residual=r)
+    np.testing.assert_array_equal(out, want)
+    assert np.isnan(out).sum() == np.isnan(want).sum() < out.size // 4
+
+
+def test_bind_returns_none_where_it_does_not_apply():
+    rng = np.random.default_rng(12)
+    w = rng.standard_normal((16, 8, 3, 3)).astype(np.float32)
+    x = rng.standard_normal((1, 8, 9, 10)).astype(np.float32)
+
+    def plan(algo="winograd", activation="relu"):
+        return ops.plan_conv2d(w, padding=1, input_shape=x.shape, algo=algo,
+                               activation=activation)  # fmt: skip
+
+    out = np.empty((1, 16, 9, 10), np.float32)
+    assert plan("im2col").bind(x, out) is None  # no bound form
+    assert plan(activation="sigmoid").bind(x, out) is None  # not a fused clamp
+    assert plan("blocked_gemm", "sigmoid").bind(x, out) is None
+    assert plan().bind(np.asfortranarray(x), out) is None  # not contiguous
+    assert plan().bind(x, out[:, :8]) is None  # the wrong shape
+    assert plan().bind(x, np.zeros(out.shape)) is None  # the wrong dtype
+    assert plan().bind(x, out, np.empty((1, 16, 9, 9), np.float32)) is None
+    assert plan().bind(x[:0], out[:0]) is None  # an empty batch
+    xo = np.empty((1, 16, 9, 10), np.float32)
+    w16 = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    same = ops.plan_conv2d(w16, padding=1, input_shape=xo.shape, algo="winograd")
+    assert same.bind(xo, xo) is None  # out overlaps the input
+    assert callable(same.bind(xo, out))

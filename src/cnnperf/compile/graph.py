@@ -29,7 +29,9 @@ OPS: dict[str, tuple[str, ...]] = {
     # (n, c, h, w) <-> the channel-blocked (n, c/8, h, w, 8) (compile.layout inserts them)
     "to_blocked": (),
     "from_blocked": (),
-    "max_pool2d": ("kernel", "stride", "pads", "dilation", "ceil_mode"),
+    # layout "nchw8c": x is channel-blocked (compile.layout: after a stem that writes blocked);
+    # the output is NCHW either way
+    "max_pool2d": ("kernel", "stride", "pads", "dilation", "ceil_mode", "layout"),
     "avg_pool2d": ("kernel", "stride", "pads", "dilation", "ceil_mode", "count_include_pad"),
     # layout "nchw8c": x is channel-blocked (n, c/8, h, w, 8); the output is NCHW either way
     "global_avg_pool2d": ("layout",),

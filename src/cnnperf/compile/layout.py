@@ -88,7 +88,12 @@ def _candidate(g: Graph, n: Node, shapes: dict, input_layout: str = BLOCKED) -> 
 
 
 def _takes_blocked(n: Node) -> bool:
-    """Ops outside the groups that read a blocked value as it is (and write NCHW)."""
+    """Ops outside the groups that read a blocked value as it is (and write NCHW): the global
+    average pool, and max pools with symmetric pads of at most half the kernel (those
+    ``ops.max_pool2d`` takes)."""
+    if n.op == "max_pool2d":
+        (kh, kw), (pt, pb, pl, pr) = n.attrs["kernel"], n.attrs.get("pads", (0, 0, 0, 0))
+        return pt == pb and pl == pr and 2 * pt <= kh and 2 * pl <= kw
     return n.op == "global_avg_pool2d"
 
 
@@ -104,7 +109,7 @@ def choose_layout(graph: Graph) -> Graph:
     shapes = infer_shapes(g)
     cand = [n for n in g.nodes if _candidate(g, n, shapes)]
     cand_all = [n for n in g.nodes if _candidate(g, n, shapes, "nchw")]
-    if not cand:
+    if not cand and not cand_all:
         return g
     # union-find over candidates linked by a value one writes and another reads
     parent = {id(n): id(n) for n in cand}
@@ -130,11 +135,10 @@ def choose_layout(graph: Graph) -> Graph:
         if len(members) >= MIN_GROUP and any(m.attrs.get("groups", 1) > 1 for m in members)
         for n in members
     }
-    if not chosen:
-        return g
     uses = g.consumers()
     used_names = g._names()
-    # convs that can write a value entering a group blocked themselves (an RGB stem)
+    # convs that can write a value entering a group blocked themselves (an RGB stem), or a
+    # value only max pools read (ResNet's stem and pool)
     writers = set()
     for n in cand_all:
         out = n.outputs[0]
@@ -143,9 +147,14 @@ def choose_layout(graph: Graph) -> Graph:
             id(n) not in chosen
             and out not in g.outputs
             and readers
-            and all(id(r) in chosen and r.inputs[0] == out for r in readers)
+            and (
+                all(id(r) in chosen and r.inputs[0] == out for r in readers)
+                or all(r.op == "max_pool2d" and _takes_blocked(r) for r in readers)
+            )
         ):
             writers.add(id(n))
+    if not chosen and not writers:
+        return g
 
     def fresh(base: str) -> str:
         name, i = f"{base}:{BLOCKED}", 0

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .graph import ACTIVATION_OPS, Graph, Node
+from .layout import BLOCKED
 from .memory import ALIAS_OPS
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -107,13 +108,13 @@ def fused_ops(node: Node, source: Graph | None = None) -> list[str]:
         return tail
     producers = source.producers()
     walked: list[str] = []
-    value = node.outputs[0]
+    value = _nchw_name(node.outputs[0])
     while True:
         prod = producers.get(value)
         if prod is None:
             return tail
         if prod.op == node.op:
-            if prod.inputs[:1] != node.inputs[:1]:
+            if prod.inputs[:1] != [_nchw_name(v) for v in node.inputs[:1]]:
                 return tail  # a different conv: the node is not a rewrite of this chain
             break
         if prod.op not in (*_FOLDABLE, *ACTIVATION_OPS, *_ELIMINATED):
@@ -122,6 +123,13 @@ def fused_ops(node: Node, source: Graph | None = None) -> list[str]:
         value = prod.inputs[0]
     folded = [op for op in reversed(walked) if op in _FOLDABLE]
     return folded + tail
+
+
+def _nchw_name(value: str) -> str:
+    """The source graph's name of a value the layout pass renamed to its blocked twin
+    (``compile.layout``: ``name:nchw8c`` or ``name:nchw8c_<i>``)."""
+    base, sep, _ = value.rpartition(":" + BLOCKED)
+    return base if sep else value
 
 
 def profile_model(

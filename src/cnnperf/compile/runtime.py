@@ -210,6 +210,15 @@ def _pool(node: Node, graph: Graph, shapes: dict) -> Kernel:
     kind = "max" if node.op == "max_pool2d" else "avg"
     # ops' pools are PyTorch's: symmetric pads of at most half the kernel (avg: no dilation).
     symmetric = pt == pb and pl == pr and 2 * pt <= kernel[0] and 2 * pl <= kernel[1]
+    if a.get("layout", "nchw") == "nchw8c":  # compile.layout: symmetric max pools only
+        if not (symmetric and kind == "max"):
+            raise ValueError(f"{node.op} {node.name!r}: layout nchw8c takes a max pool with "
+                             f"symmetric pads of at most half the kernel")  # fmt: skip
+
+        def blocked(x):
+            return (ops.max_pool2d_blocked(x, kernel, stride, (pt, pl), dil, ceil),)
+
+        return blocked, node.inputs
     if symmetric and kind == "max":
         return (lambda x: (ops.max_pool2d(x, kernel, stride, (pt, pl), dil, ceil),)), node.inputs
     if symmetric and dil == (1, 1):

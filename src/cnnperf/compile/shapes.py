@@ -129,6 +129,11 @@ def _from_blocked(node: Node, s: list[Shape]) -> list[Shape]:
 
 
 def _pool(node: Node, s: list[Shape]) -> list[Shape]:
+    if node.attrs.get("layout", "nchw") == "nchw8c":  # a blocked input, an NCHW output
+        if len(s[0]) != 5 or s[0][4] != 8:
+            raise ValueError(f"{node.op} {node.name!r}: layout nchw8c needs an (n, c/8, h, w, "
+                             f"8) input, got {s[0]}")  # fmt: skip
+        s = [_logical(s[0])]
     h, w = _spatial(node, s[0])
     a = node.attrs
     (kh, kw), (sh, sw) = a["kernel"], a.get("stride", a["kernel"])

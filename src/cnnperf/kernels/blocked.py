@@ -26,6 +26,9 @@ NaN passes through the clamp):
 - :func:`depthwise_blocked`: depthwise convolution (groups == channels) of any kernel size,
   stride, padding and dilation; 4 output pixels at a time inside the image, one at a time with
   bounds checks at its borders.
+- :func:`max_pool_blocked`: max pooling of a blocked input into an NCHW output (ResNet's pool
+  after a stem that wrote blocked: the pool reads 8 channels per load and transposes as it
+  stores, where the NCHW pool read a row of one channel at a time after a ``from_blocked``).
 """
 
 from __future__ import annotations
@@ -33,7 +36,22 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .simd import vadd, vbcast, vbcast_load, vclamp, vfma, vload, vmul, vstore, vzero
+from .simd import (
+    vadd,
+    vbcast,
+    vbcast_load,
+    vclamp,
+    vfma,
+    vload,
+    vload_t4,
+    vload_t4_n,
+    vmax_nan,
+    vmul,
+    vstore,
+    vstore_t4,
+    vstore_t4_n,
+    vzero,
+)
 
 __all__ = [
     "BLOCK",
@@ -48,6 +66,7 @@ __all__ = [
     "gemm_conv_blocked",
     "depthwise_blocked",
     "global_avg_pool_blocked",
+    "max_pool_blocked",
 ]
 
 BLOCK = 8  # channels per block: the lanes of one vec8f
@@ -134,7 +153,22 @@ def pack_bias(bias: np.ndarray | None, c: int, blocks: int) -> np.ndarray:
 
 @njit(parallel=True, cache=True, error_model="numpy")
 def pointwise_blocked(
-    x, w, bias, res, has_res, n, c_in, c_out_blocks, pixels, tile_chunk, splits, offs, lo, hi, out
+    x,
+    w,
+    bias,
+    res,
+    has_res,
+    n,
+    c_in,
+    c_out_blocks,
+    pixels,
+    tile_chunk,
+    splits,
+    offs,
+    lo,
+    hi,
+    out,
+    k_chunks=1,
 ):  # pragma: no cover - compiled
     """``out[b, ob, p, :] = clamp(bias[ob] + sum_ic w[ob, ic, :] * x[b, ic // 8, p, ic % 8]
     (+ res[b, ob, p, :]), lo, hi)``: a 1x1 stride-1 convolution on the blocked layout.
@@ -154,6 +188,8 @@ def pointwise_blocked(
             :func:`gemm_conv_blocked`).
         lo, hi: the clamp.
         out: (n, c_out_blocks, pixels, 8), flat, written completely.
+        k_chunks: the input channels (in blocks of 8) are split into this many chunks, each
+            swept over all of a task's tiles before the next (:func:`k_chunks`).
     """
     tiles = (pixels + PW_PIXELS - 1) // PW_PIXELS
     chunks = (tiles + tile_chunk - 1) // tile_chunk
@@ -167,34 +203,42 @@ def pointwise_blocked(
         t1 = min(tiles, t0 + tile_chunk)
         s = task % splits
         xb = b * (c_in // BLOCK) * plane
+        kblocks = c_in // BLOCK
+        carry = np.empty((t1 - t0) * _CARRY if k_chunks > 1 else 0, np.float32)
         for g in range(s * groups // splits, (s + 1) * groups // splits):
             ob, nb = _group(g, c_out_blocks)
             wg = ob * c_in * BLOCK
-            for t in range(t0, t1):
-                p = t * PW_PIXELS
-                # pixels past the end read the last pixel (computed, never stored)
-                o0 = p * BLOCK
-                o1 = min(p + 1, pixels - 1) * BLOCK
-                o2 = min(p + 2, pixels - 1) * BLOCK
-                o3 = min(p + 3, pixels - 1) * BLOCK
-                m = min(PW_PIXELS, pixels - p)
-                if nb < PW_BLOCKS:
-                    acc = _tail_tile(x, w, offs, wg, c_in * BLOCK, nb, xb + o0, xb + o1,
-                                     xb + o2, xb + o3)  # fmt: skip
-                else:
-                    acc = _zeros12()
-                    for kb in range(c_in // BLOCK):
-                        xk = xb + kb * plane
-                        wk = wg + kb * BLOCK * BLOCK
-                        for i in range(BLOCK):
-                            wi = wk + i * BLOCK
-                            acc = _fma_3x4(
-                                vload(w, wi), vload(w, wi + c_in * BLOCK),
-                                vload(w, wi + 2 * c_in * BLOCK), x, xk + o0 + i, xk + o1 + i,
-                                xk + o2 + i, xk + o3 + i, acc,
-                            )  # fmt: skip
-                _store_3x4(out, res, has_res, bias, b, ob, nb, c_out_blocks, plane, p, m, acc,
-                           lov, hiv)  # fmt: skip
+            for kc in range(k_chunks):
+                kb0 = kc * kblocks // k_chunks
+                kb1 = (kc + 1) * kblocks // k_chunks
+                for t in range(t0, t1):
+                    p = t * PW_PIXELS
+                    # pixels past the end read the last pixel (computed, never stored)
+                    o0 = p * BLOCK
+                    o1 = min(p + 1, pixels - 1) * BLOCK
+                    o2 = min(p + 2, pixels - 1) * BLOCK
+                    o3 = min(p + 3, pixels - 1) * BLOCK
+                    acc = _start12(carry, (t - t0) * _CARRY, kc)
+                    if nb < PW_BLOCKS:
+                        acc = _tail_tile(x, w, offs, wg, c_in * BLOCK, nb, xb + o0, xb + o1,
+                                         xb + o2, xb + o3, kb0 * BLOCK, kb1 * BLOCK,
+                                         acc)  # fmt: skip
+                    else:
+                        for kb in range(kb0, kb1):
+                            xk = xb + kb * plane
+                            wk = wg + kb * BLOCK * BLOCK
+                            for i in range(BLOCK):
+                                wi = wk + i * BLOCK
+                                acc = _fma_3x4(
+                                    vload(w, wi), vload(w, wi + c_in * BLOCK),
+                                    vload(w, wi + 2 * c_in * BLOCK), x, xk + o0 + i,
+                                    xk + o1 + i, xk + o2 + i, xk + o3 + i, acc,
+                                )  # fmt: skip
+                    if kc < k_chunks - 1:
+                        _keep12(carry, (t - t0) * _CARRY, acc)
+                    else:
+                        _store_3x4(out, res, has_res, bias, b, ob, nb, c_out_blocks, plane, p,
+                                   min(PW_PIXELS, pixels - p), acc, lov, hiv)  # fmt: skip
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
@@ -218,6 +262,8 @@ def gemm_conv_blocked(
     hi,
     out,
     w_img_stride=0,
+    nchw_out=False,
+    k_chunks=1,
 ):  # pragma: no cover - compiled
     """``out[b, ob, p, :] = clamp(bias[ob] + sum_t w[ob, t, :] * x[b*img_stride + offs[t] +
     src(p)] (+ res[b, ob, p, :]), lo, hi)`` with ``src(p) = (p // ow)*row_pitch + (p % ow) *
@@ -243,6 +289,11 @@ def gemm_conv_blocked(
         w_img_stride: the weight of image ``b`` starts at ``b * w_img_stride`` (a batch of
             GEMMs with their own weights: Winograd's, one per transform point); 0 for a
             convolution.
+        nchw_out: write ``out`` (and read ``res``) as NCHW (n, c_out_blocks * 8, pixels), each
+            tile transposed in registers as it is stored (no blocked buffer and no
+            ``from_blocked`` pass for an NCHW consumer).
+        k_chunks: the terms are split into this many chunks, each swept over all of a task's
+            tiles before the next (:func:`k_chunks`).
     """
     terms = offs.shape[0]
     tiles = (pixels + PW_PIXELS - 1) // PW_PIXELS
@@ -258,37 +309,43 @@ def gemm_conv_blocked(
         t1 = min(tiles, t0 + tile_chunk)
         s = task % splits
         xb = b * img_stride
+        carry = np.empty((t1 - t0) * _CARRY if k_chunks > 1 else 0, np.float32)
         for g in range(s * groups // splits, (s + 1) * groups // splits):
             ob, nb = _group(g, c_out_blocks)
             wg = b * w_img_stride + ob * wstep
-            for t in range(t0, t1):
-                p = t * PW_PIXELS
-                # one division per tile (a division per pixel cost as much as the 16 terms
-                # of a 1x1 layer with 16 inputs); pixels past the end read pixel p
-                # (computed, never stored)
-                y = p // ow
-                xo = p - y * ow
-                o0 = xb + y * row_pitch + xo * col_pitch
-                y, xo = _next_pixel(y, xo, ow)
-                o1 = xb + y * row_pitch + xo * col_pitch if p + 1 < pixels else o0
-                y, xo = _next_pixel(y, xo, ow)
-                o2 = xb + y * row_pitch + xo * col_pitch if p + 2 < pixels else o0
-                y, xo = _next_pixel(y, xo, ow)
-                o3 = xb + y * row_pitch + xo * col_pitch if p + 3 < pixels else o0
-                m = min(PW_PIXELS, pixels - p)
-                if nb < PW_BLOCKS:
-                    acc = _tail_tile(x, w, offs, wg, wstep, nb, o0, o1, o2, o3)
-                else:
-                    acc = _zeros12()
-                    for k in range(terms):
-                        off = offs[k]
-                        wi = wg + k * BLOCK
-                        acc = _fma_3x4(
-                            vload(w, wi), vload(w, wi + wstep), vload(w, wi + 2 * wstep), x,
-                            o0 + off, o1 + off, o2 + off, o3 + off, acc,
-                        )  # fmt: skip
-                _store_3x4(out, res, has_res, bias, b, ob, nb, c_out_blocks, plane, p, m, acc,
-                           lov, hiv)  # fmt: skip
+            for kc in range(k_chunks):
+                k0 = kc * terms // k_chunks
+                k1 = (kc + 1) * terms // k_chunks
+                for t in range(t0, t1):
+                    p = t * PW_PIXELS
+                    # one division per tile (a division per pixel cost as much as the 16
+                    # terms of a 1x1 layer with 16 inputs); pixels past the end read pixel p
+                    # (computed, never stored)
+                    y = p // ow
+                    xo = p - y * ow
+                    o0 = xb + y * row_pitch + xo * col_pitch
+                    y, xo = _next_pixel(y, xo, ow)
+                    o1 = xb + y * row_pitch + xo * col_pitch if p + 1 < pixels else o0
+                    y, xo = _next_pixel(y, xo, ow)
+                    o2 = xb + y * row_pitch + xo * col_pitch if p + 2 < pixels else o0
+                    y, xo = _next_pixel(y, xo, ow)
+                    o3 = xb + y * row_pitch + xo * col_pitch if p + 3 < pixels else o0
+                    acc = _start12(carry, (t - t0) * _CARRY, kc)
+                    if nb < PW_BLOCKS:
+                        acc = _tail_tile(x, w, offs, wg, wstep, nb, o0, o1, o2, o3, k0, k1, acc)
+                    else:
+                        for k in range(k0, k1):
+                            off = offs[k]
+                            wi = wg + k * BLOCK
+                            acc = _fma_3x4(
+                                vload(w, wi), vload(w, wi + wstep), vload(w, wi + 2 * wstep), x,
+                                o0 + off, o1 + off, o2 + off, o3 + off, acc,
+                            )  # fmt: skip
+                    if kc < k_chunks - 1:
+                        _keep12(carry, (t - t0) * _CARRY, acc)
+                    else:
+                        _store_3x4(out, res, has_res, bias, b, ob, nb, c_out_blocks, plane, p,
+                                   min(PW_PIXELS, pixels - p), acc, lov, hiv, nchw_out)  # fmt: skip
 
 
 @njit(inline="always")
@@ -309,6 +366,41 @@ def _group(g, blocks):  # pragma: no cover - compiled
 def _zeros12():  # pragma: no cover - compiled
     z = vzero()
     return (z, z, z, z, z, z, z, z, z, z, z, z)
+
+
+_CARRY = 12 * BLOCK  # floats of a tile's 12 accumulators
+
+
+@njit(inline="always")
+def _start12(buf, i, kc):  # pragma: no cover - compiled
+    """A tile's accumulators at the start of k-chunk ``kc``: zeros, or the sums the chunks
+    before left at ``buf[i:i+96]`` (so the FMAs run in the same order whatever the chunking,
+    and the result is the same bit for bit)."""
+    if kc == 0:
+        return _zeros12()
+    return (
+        vload(buf, i), vload(buf, i + 8), vload(buf, i + 16), vload(buf, i + 24),
+        vload(buf, i + 32), vload(buf, i + 40), vload(buf, i + 48), vload(buf, i + 56),
+        vload(buf, i + 64), vload(buf, i + 72), vload(buf, i + 80), vload(buf, i + 88),
+    )  # fmt: skip
+
+
+@njit(inline="always")
+def _keep12(buf, i, acc):  # pragma: no cover - compiled
+    """Leave a tile's accumulators at ``buf[i:i+96]`` for the next k-chunk."""
+    a00, a01, a02, a03, a10, a11, a12, a13, a20, a21, a22, a23 = acc
+    vstore(buf, i, a00)
+    vstore(buf, i + 8, a01)
+    vstore(buf, i + 16, a02)
+    vstore(buf, i + 24, a03)
+    vstore(buf, i + 32, a10)
+    vstore(buf, i + 40, a11)
+    vstore(buf, i + 48, a12)
+    vstore(buf, i + 56, a13)
+    vstore(buf, i + 64, a20)
+    vstore(buf, i + 72, a21)
+    vstore(buf, i + 80, a22)
+    vstore(buf, i + 88, a23)
 
 
 @njit(inline="always")
@@ -333,10 +425,21 @@ def _fma_pixel(w0, w1, w2, xv, a0, a1, a2):  # pragma: no cover - compiled
 
 
 @njit(inline="always")
-def _store_3x4(out, res, has_res, bias, b, ob, nb, cbo, plane, p, m, acc, lov, hiv):
-    """Store the tile's first ``nb`` blocks (``_pw_store`` each). One store path for full and
-    tail tiles: separate ones doubled the kernels' compile time (4 -> 9 s each, cold)."""
+def _store_3x4(out, res, has_res, bias, b, ob, nb, cbo, plane, p, m, acc, lov, hiv, nchw=False):
+    """Store the tile's first ``nb`` blocks (``_pw_store`` each, or ``_nchw_store``). One
+    store path for full and tail tiles: separate ones doubled the kernels' compile time (4 ->
+    9 s each, cold)."""
     a00, a01, a02, a03, a10, a11, a12, a13, a20, a21, a22, a23 = acc  # pragma: no cover
+    if nchw:
+        _nchw_store(out, res, has_res, bias, b, ob, cbo, plane, p, m, a00, a01, a02, a03, lov,
+                    hiv)  # fmt: skip
+        if nb > 1:
+            _nchw_store(out, res, has_res, bias, b, ob + 1, cbo, plane, p, m, a10, a11, a12, a13,
+                        lov, hiv)  # fmt: skip
+        if nb > 2:
+            _nchw_store(out, res, has_res, bias, b, ob + 2, cbo, plane, p, m, a20, a21, a22, a23,
+                        lov, hiv)  # fmt: skip
+        return
     _pw_store(out, res, has_res, bias, b, ob, cbo, plane, p, m, a00, a01, a02, a03, lov, hiv)
     if nb > 1:
         _pw_store(out, res, has_res, bias, b, ob + 1, cbo, plane, p, m, a10, a11, a12, a13, lov,
@@ -347,18 +450,34 @@ def _store_3x4(out, res, has_res, bias, b, ob, nb, cbo, plane, p, m, acc, lov, h
 
 
 @njit(inline="always")
-def _tile2(x, w, offs, wi0, wstep, o0, o1, o2, o3):  # pragma: no cover - compiled
+def _nchw_store(out, res, has_res, bias, b, ob, cbo, plane, p, m, a0, a1, a2, a3, lov, hiv):
+    """``_pw_store`` into an NCHW ``out`` (and from an NCHW ``res``): output block ``ob``'s 8
+    channels are rows ``plane // 8`` apart, pixels p..p+3 four consecutive floats of each;
+    the first ``m`` are written."""  # pragma: no cover
+    bv = vload(bias, ob * BLOCK)
+    a0, a1, a2, a3 = vadd(a0, bv), vadd(a1, bv), vadd(a2, bv), vadd(a3, bv)
+    base = (b * cbo + ob) * plane + p
+    stride = plane // BLOCK
+    if has_res:
+        if m == PW_PIXELS:
+            r0, r1, r2, r3 = vload_t4(res, base, stride)
+        else:
+            r0, r1, r2, r3 = vload_t4_n(res, base, stride, m)
+        a0, a1, a2, a3 = vadd(a0, r0), vadd(a1, r1), vadd(a2, r2), vadd(a3, r3)
+    a0, a1 = vclamp(a0, lov, hiv), vclamp(a1, lov, hiv)
+    a2, a3 = vclamp(a2, lov, hiv), vclamp(a3, lov, hiv)
+    if m == PW_PIXELS:
+        vstore_t4(out, base, stride, a0, a1, a2, a3)
+    else:
+        vstore_t4_n(out, base, stride, a0, a1, a2, a3, m)
+
+
+@njit(inline="always")
+def _tile2(x, w, offs, wi0, wstep, o0, o1, o2, o3, k0, k1, acc):  # pragma: no cover - compiled
     """The last group's tile when it has 2 output blocks: 8 accumulators (the 3-block tile
-    would spend a third of its FMAs on the weight's zero padding)."""
-    a00 = vzero()
-    a01 = vzero()
-    a02 = vzero()
-    a03 = vzero()
-    a10 = vzero()
-    a11 = vzero()
-    a12 = vzero()
-    a13 = vzero()
-    for k in range(offs.shape[0]):
+    would spend a third of its FMAs on the weight's zero padding), from ``acc``'s first 8."""
+    a00, a01, a02, a03, a10, a11, a12, a13 = acc[:8]
+    for k in range(k0, k1):
         off = offs[k]
         wi = wi0 + k * BLOCK
         w0 = vload(w, wi)
@@ -379,13 +498,11 @@ def _tile2(x, w, offs, wi0, wstep, o0, o1, o2, o3):  # pragma: no cover - compil
 
 
 @njit(inline="always")
-def _tile1(x, w, offs, wi0, o0, o1, o2, o3):  # pragma: no cover - compiled
-    """The last group's tile when it has 1 output block: 4 accumulators."""
-    a0 = vzero()
-    a1 = vzero()
-    a2 = vzero()
-    a3 = vzero()
-    for k in range(offs.shape[0]):
+def _tile1(x, w, offs, wi0, o0, o1, o2, o3, k0, k1, acc):  # pragma: no cover - compiled
+    """The last group's tile when it has 1 output block: 4 accumulators, from ``acc``'s
+    first 4."""
+    a0, a1, a2, a3 = acc[:4]
+    for k in range(k0, k1):
         off = offs[k]
         w0 = vload(w, wi0 + k * BLOCK)
         a0 = vfma(w0, vbcast_load(x, o0 + off), a0)
@@ -396,14 +513,15 @@ def _tile1(x, w, offs, wi0, o0, o1, o2, o3):  # pragma: no cover - compiled
 
 
 @njit(inline="always")
-def _tail_tile(x, w, offs, wg, wstep, nb, o0, o1, o2, o3):  # pragma: no cover - compiled
-    """The accumulators of a tile of the last group, of ``nb`` (1 or 2) output blocks: the
-    rest are zeros, never stored."""
+def _tail_tile(x, w, offs, wg, wstep, nb, o0, o1, o2, o3, k0, k1, acc):  # pragma: no cover
+    """The accumulators of a tile of the last group, of ``nb`` (1 or 2) output blocks, after
+    terms k0..k1-1 from ``acc``: the rest are zeros, never stored."""
     z = vzero()
     if nb == 2:
-        a00, a01, a02, a03, a10, a11, a12, a13 = _tile2(x, w, offs, wg, wstep, o0, o1, o2, o3)
+        a00, a01, a02, a03, a10, a11, a12, a13 = _tile2(x, w, offs, wg, wstep, o0, o1, o2, o3,
+                                                        k0, k1, acc)  # fmt: skip
         return (a00, a01, a02, a03, a10, a11, a12, a13, z, z, z, z)
-    a00, a01, a02, a03 = _tile1(x, w, offs, wg, o0, o1, o2, o3)
+    a00, a01, a02, a03 = _tile1(x, w, offs, wg, o0, o1, o2, o3, k0, k1, acc)
     return (a00, a01, a02, a03, z, z, z, z, z, z, z, z)
 
 
@@ -504,3 +622,61 @@ def depthwise_blocked(
                             a0 = vfma(wv, vload(x, row + c * BLOCK), a0)
                 vstore(out, ob + xo * BLOCK, vclamp(a0, lov, hiv))
                 xo += 1
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def max_pool_blocked(
+    x, n, cb, h, w, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, out
+):  # pragma: no cover - compiled
+    """Max pooling of the blocked (n, cb, h, w, 8) ``x`` (flat) into the NCHW (n, cb*8, oh, ow)
+    ``out`` (flat), written completely: window ``(oy, ox)`` holds the taps ``(oy*sh - pt +
+    i*dh, ox*sw - pl + j*dw)`` inside the input (padding is -inf), taken in PyTorch's order
+    (rows, then columns) with its running maximum (:func:`vmax_nan <cnnperf.kernels.simd.
+    vmax_nan>`), so the result is PyTorch's bit for bit. Four output pixels of a row per step,
+    8 channels per vector, stored transposed (``vstore_t4``)."""
+    plane = oh * ow
+    ninf = vbcast(np.float32(-np.inf))
+    for task in prange(n * cb * oh):
+        bc = task // oh
+        oy = task - bc * oh
+        y0 = oy * sh - pt
+        i0 = max(0, (dh - 1 - y0) // dh)  # first and past-last rows inside the input
+        i1 = min(kh, (h - y0 + dh - 1) // dh)
+        xb = bc * (h * w * BLOCK)
+        ob = bc * BLOCK * plane + oy * ow
+        for ox in range(0, ow, PW_PIXELS):
+            m = min(PW_PIXELS, ow - ox)
+            x0 = ox * sw - pl
+            if m == PW_PIXELS and x0 >= 0 and x0 + 3 * sw + (kw - 1) * dw < w:
+                # inside the input across the row: the 4 pixels' taps interleaved (4
+                # independent chains of maxima)
+                v0, v1, v2, v3 = ninf, ninf, ninf, ninf
+                for i in range(i0, i1):
+                    row = xb + ((y0 + i * dh) * w + x0) * BLOCK
+                    for j in range(kw):
+                        t = row + j * dw * BLOCK
+                        v0 = vmax_nan(v0, vload(x, t))
+                        v1 = vmax_nan(v1, vload(x, t + sw * BLOCK))
+                        v2 = vmax_nan(v2, vload(x, t + 2 * sw * BLOCK))
+                        v3 = vmax_nan(v3, vload(x, t + 3 * sw * BLOCK))
+                vstore_t4(out, ob + ox, plane, v0, v1, v2, v3)
+                continue
+            v0 = _pool_pixel(x, xb, y0, i0, i1, ox, w, kw, sw, pl, dh, dw, ninf)
+            v1 = _pool_pixel(x, xb, y0, i0, i1, min(ox + 1, ow - 1), w, kw, sw, pl, dh, dw, ninf)
+            v2 = _pool_pixel(x, xb, y0, i0, i1, min(ox + 2, ow - 1), w, kw, sw, pl, dh, dw, ninf)
+            v3 = _pool_pixel(x, xb, y0, i0, i1, min(ox + 3, ow - 1), w, kw, sw, pl, dh, dw, ninf)
+            vstore_t4_n(out, ob + ox, plane, v0, v1, v2, v3, m)
+
+
+@njit(inline="always")
+def _pool_pixel(x, xb, y0, i0, i1, ox, w, kw, sw, pl, dh, dw, acc):  # pragma: no cover
+    """The running maximum over one output pixel's taps inside the input, from ``acc``
+    (-inf)."""
+    x0 = ox * sw - pl
+    j0 = max(0, (dw - 1 - x0) // dw)
+    j1 = min(kw, (w - x0 + dw - 1) // dw)
+    for i in range(i0, i1):
+        row = xb + ((y0 + i * dh) * w + x0) * BLOCK
+        for j in range(j0, j1):
+            acc = vmax_nan(acc, vload(x, row + j * dw * BLOCK))
+    return acc

@@ -43,6 +43,11 @@ __all__ = [
     "vsub",
     "vmul",
     "vclamp",
+    "vmax_nan",
+    "vload_t4",
+    "vload_t4_n",
+    "vstore_t4",
+    "vstore_t4_n",
 ]
 
 LANES = 8
@@ -91,11 +96,11 @@ def _lane_mask(builder, count):
     return builder.icmp_signed("<", lanes, splat)
 
 
-def _masked_name(op: str, ptr) -> str:
+def _masked_name(op: str, ptr, lanes: int = LANES) -> str:
     """``llvm.masked.<op>`` overloaded on the pointer type: ``p0`` with LLVM's opaque pointers
     (llvmlite >= 0.44 by default), ``p0v8f32`` with typed ones."""
     opaque = getattr(ptr.type, "is_opaque", False)
-    return f"llvm.masked.{op}.v8f32.{'p0' if opaque else 'p0v8f32'}"
+    return f"llvm.masked.{op}.v{lanes}f32.{'p0' if opaque else f'p0v{lanes}f32'}"
 
 
 def _call(builder, name: str, ret, args):
@@ -251,3 +256,141 @@ def vclamp(typingctx, a, lo, hi):
         return builder.select(builder.fcmp_ordered("<", a, lo), lo, high)
 
     return vec8f(vec8f, vec8f, vec8f), codegen
+
+
+@intrinsic
+def vmax_nan(typingctx, m, v):
+    """``v if v > m or v is NaN else m`` lane-wise: PyTorch's running maximum of a max pool
+    (ties keep ``m``, so the earlier of equal taps and its sign of zero; a NaN wins)."""
+
+    def codegen(context, builder, sig, args):
+        m, v = args
+        take = builder.or_(builder.fcmp_ordered(">", v, m), builder.fcmp_unordered("uno", v, v))
+        return builder.select(take, v, m)
+
+    return vec8f(vec8f, vec8f), codegen
+
+
+# Transposing loads and stores between a 4-pixel x 8-channel tile held as 4 vectors (one per
+# pixel, lane j = channel j: the blocked layout) and an NCHW array, where the tile's channel j
+# is 4 consecutive floats at ``i + j * stride``: eight 4-float rows, transposed with the usual
+# unpack / shuffle network (the same for both directions).
+_V4 = ir.VectorType(_F32, 4)
+_LO_HI = [0, 8, 1, 9, 4, 12, 5, 13], [2, 10, 3, 11, 6, 14, 7, 15]
+_PAIRS = [0, 1, 8, 9, 4, 5, 12, 13], [2, 3, 10, 11, 6, 7, 14, 15]
+
+
+def _shuffle(builder, a, b, idx):
+    return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(_I32, len(idx)), idx))
+
+
+def _transpose4(builder, v):
+    """Four <8 x float> -> four <8 x float>: out[j] = (v[0][k], v[1][k], v[2][k], v[3][k]) for
+    k = j and j + 4 in its halves, when v[j] holds two 4-float rows (j and j + 4) in its
+    halves; applied to four pixel vectors it gives the row pairs, and back."""
+    lo, hi = _LO_HI
+    t0, t1 = _shuffle(builder, v[0], v[1], lo), _shuffle(builder, v[0], v[1], hi)
+    t2, t3 = _shuffle(builder, v[2], v[3], lo), _shuffle(builder, v[2], v[3], hi)
+    first, second = _PAIRS
+    return [_shuffle(builder, t0, t2, first), _shuffle(builder, t0, t2, second),
+            _shuffle(builder, t1, t3, first), _shuffle(builder, t1, t3, second)]  # fmt: skip
+
+
+def _row_pointers(context, builder, aryty, ary, i, stride):
+    data = context.make_array(aryty)(context, builder, ary).data
+    return [
+        builder.bitcast(
+            builder.gep(data, [builder.add(i, builder.mul(stride, ir.Constant(i.type, j)))]),
+            _V4.as_pointer(),
+        )
+        for j in range(LANES)
+    ]
+
+
+def _v4_mask(builder, count):
+    """<4 x i1>: lane i is on when i < count."""
+    n = builder.trunc(count, _I32) if count.type.width > 32 else count
+    v4i = ir.VectorType(_I32, 4)
+    splat = builder.insert_element(ir.Constant(v4i, ir.Undefined), n, ir.Constant(_I32, 0))
+    splat = _shuffle(builder, splat, ir.Constant(v4i, ir.Undefined), [0] * 4)
+    return builder.icmp_signed("<", ir.Constant(v4i, [0, 1, 2, 3]), splat)
+
+
+def _load_t4(context, builder, sig, args, count=None):
+    rows = []
+    for ptr in _row_pointers(context, builder, sig.args[0], args[0], args[1], args[2]):
+        if count is None:
+            rows.append(builder.load(ptr, align=4))
+        else:
+            zero = ir.Constant(_V4, [0.0] * 4)
+            rows.append(
+                _call(
+                    builder,
+                    _masked_name("load", ptr, 4),
+                    _V4,
+                    [ptr, ir.Constant(_I32, 4), _v4_mask(builder, count), zero],
+                )
+            )
+    pairs = [_shuffle(builder, rows[j], rows[j + 4], list(range(LANES))) for j in range(4)]
+    return context.make_tuple(builder, sig.return_type, _transpose4(builder, pairs))
+
+
+def _store_t4(context, builder, sig, args, count=None):
+    pairs = _transpose4(builder, list(args[3:7]))
+    ptrs = _row_pointers(context, builder, sig.args[0], args[0], args[1], args[2])
+    undef = ir.Constant(_VEC, ir.Undefined)
+    for j in range(LANES):
+        row = _shuffle(builder, pairs[j % 4], undef, [0, 1, 2, 3] if j < 4 else [4, 5, 6, 7])
+        if count is None:
+            builder.store(row, ptrs[j], align=4)
+        else:
+            _call(builder, _masked_name("store", ptrs[j], 4), ir.VoidType(),
+                  [row, ptrs[j], ir.Constant(_I32, 4), _v4_mask(builder, count)])  # fmt: skip
+    return context.get_dummy_value()
+
+
+@intrinsic
+def vload_t4(typingctx, a, i, stride):
+    """The 4 pixel vectors of an NCHW tile: vector ``t`` lane ``j`` = ``a.flat[i + j*stride +
+    t]``, unchecked (8 row loads and a transpose)."""
+    _check_float32_array("vload_t4", a)
+
+    def codegen(context, builder, sig, args):
+        return _load_t4(context, builder, sig, args)
+
+    return types.UniTuple(vec8f, 4)(a, i, stride), codegen
+
+
+@intrinsic
+def vload_t4_n(typingctx, a, i, stride, count):
+    """:func:`vload_t4` of the first ``count`` pixels (the rest 0); memory past them is not
+    read."""
+    _check_float32_array("vload_t4_n", a)
+
+    def codegen(context, builder, sig, args):
+        return _load_t4(context, builder, sig, args, args[3])
+
+    return types.UniTuple(vec8f, 4)(a, i, stride, count), codegen
+
+
+@intrinsic
+def vstore_t4(typingctx, a, i, stride, v0, v1, v2, v3):
+    """``a.flat[i + j*stride + t] = v<t>[j]``: 4 pixel vectors stored to an NCHW tile,
+    unchecked (a transpose and 8 row stores)."""
+    _check_float32_array("vstore_t4", a)
+
+    def codegen(context, builder, sig, args):
+        return _store_t4(context, builder, sig, args)
+
+    return types.void(a, i, stride, v0, v1, v2, v3), codegen
+
+
+@intrinsic
+def vstore_t4_n(typingctx, a, i, stride, v0, v1, v2, v3, count):
+    """:func:`vstore_t4` of the first ``count`` pixels; memory past them is not touched."""
+    _check_float32_array("vstore_t4_n", a)
+
+    def codegen(context, builder, sig, args):
+        return _store_t4(context, builder, sig, args, args[7])
+
+    return types.void(a, i, stride, v0, v1, v2, v3, count), codegen

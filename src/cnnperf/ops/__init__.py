@@ -41,7 +41,13 @@ from .conv import (
     conv_transpose2d_backward,
     select_conv_algo,
 )
-from .conv_blocked import BlockedConv2d, from_blocked, global_avg_pool2d_blocked, to_blocked
+from .conv_blocked import (
+    BlockedConv2d,
+    from_blocked,
+    global_avg_pool2d_blocked,
+    max_pool2d_blocked,
+    to_blocked,
+)
 from .conv_plan import Conv2dPlan, plan_conv2d
 from .linear import linear, linear_backward
 from .loss import cross_entropy, cross_entropy_backward, mse_loss, mse_loss_backward
@@ -72,6 +78,7 @@ __all__ = [
     "to_blocked",
     "from_blocked",
     "global_avg_pool2d_blocked",
+    "max_pool2d_blocked",
     "plan_conv2d",
     "CONV_ALGOS",
     "adaptive_avg_pool2d",

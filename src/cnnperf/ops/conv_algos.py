@@ -61,6 +61,10 @@ class ConvAlgorithm:
         """
         raise NotImplementedError
 
+    # Optional: ``bind(x, w_prep, bias, p, epi, out, residual=None)`` -> a call without
+    # arguments running ``epi(conv(x) + bias [+ residual])`` into ``out`` for these very
+    # (contiguous, unpadded) arrays, or None where it does not apply (``Conv2dPlan.bind``).
+
     def run_padded(self, xp, w_prep, bias, p: ConvParams, out, epi: Epilogue = NO_EPILOGUE):
         """:meth:`run` on an input that is already zero-padded as ``p`` says."""
         self.run(xp, w_prep, bias, p.prepadded() if self.pads_input else p, out, epi)

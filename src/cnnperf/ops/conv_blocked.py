@@ -26,7 +26,7 @@ import numpy as np
 from .. import config
 from ..shapes import ConvParams
 from .conv_algos import CONV_ALGOS, ConvAlgorithm, register_conv_algo
-from .epilogue import NO_EPILOGUE, Epilogue, apply_epilogue
+from .epilogue import NO_EPILOGUE, Epilogue, apply_epilogue, apply_residual_epilogue
 
 __all__ = [
     "BLOCK",
@@ -35,6 +35,7 @@ __all__ = [
     "from_blocked",
     "blocked_shape",
     "global_avg_pool2d_blocked",
+    "max_pool2d_blocked",
     "BlockedGemmConv",
 ]
 
@@ -113,6 +114,35 @@ def global_avg_pool2d_blocked(x: np.ndarray) -> np.ndarray:
     return out
 
 
+def max_pool2d_blocked(
+    x: np.ndarray, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False
+) -> np.ndarray:
+    """``ops.max_pool2d`` of the logical (n, c, h, w) tensor held in the blocked (n, c/8, h, w,
+    8) array ``x``, returned as an NCHW (n, c, oh, ow) array: the same arguments and checks,
+    the same result bit for bit (PyTorch's tap order, NaN propagation and sign of zero)."""
+    from .pool import _pool_params
+
+    _check_float32("max_pool2d_blocked", x, 5)
+    if x.shape[4] != BLOCK:
+        raise ValueError(f"max_pool2d_blocked: the last dimension must be {BLOCK}, got "
+                         f"{x.shape}")  # fmt: skip
+    n, cb, h, w, _ = x.shape
+    if h == 0 or w == 0 or cb == 0:
+        raise ValueError(f"max_pool2d_blocked: expected non-zero channel and spatial sizes, got "
+                         f"{x.shape}")  # fmt: skip
+    logical = np.empty((n, cb * BLOCK, h, w), np.float32)  # shape only: never written
+    p = _pool_params("max_pool2d_blocked", logical, False, kernel_size, stride, padding,
+                     dilation, ceil_mode)  # fmt: skip
+    out = np.empty((n, cb * BLOCK, p.oh, p.ow), np.float32)
+    if n:
+        _KERNELS.sync_threads()
+        _KERNELS.max_pool_blocked(
+            np.ascontiguousarray(x).reshape(-1), n, cb, h, w, p.kh, p.kw, p.sh, p.sw, p.ph,
+            p.pw, p.dh, p.dw, p.oh, p.ow, out.reshape(-1),
+        )  # fmt: skip
+    return out
+
+
 def gemm_work_split(pixels: int, terms: int, out_blocks: int, n: int, threads: int) -> tuple:
     """(tile_chunk, splits) for :func:`gemm_conv_blocked
     <cnnperf.kernels.blocked.gemm_conv_blocked>` and ``pointwise_blocked``: ``n`` images of
@@ -133,6 +163,22 @@ def gemm_work_split(pixels: int, terms: int, out_blocks: int, n: int, threads: i
         chunk = min(chunk, max(1, -(-tiles * n // want)))
     chunks = -(-tiles // chunk)
     return chunk, min(groups, max(1, -(-want // (n * chunks))))
+
+
+# Terms per k-chunk of gemm_conv_blocked's long reductions: each chunk of a group's weight
+# (3 blocks x 8 lanes x 4 bytes a term: 12 KiB) is swept over all of a task's tiles while it
+# sits in L1, where the whole reduction (576-2304 terms: 54-216 KiB) streamed from L2 on every
+# tile. Batch 1, 2 threads, medians of 40-60 interleaved calls: ResNet-18's stride-2 3x3 layers
+# (576, 1152 and 2304 terms) took 0.67-0.79x the time of one chunk; its Winograd layers'
+# per-point GEMMs 0.92x at 256 channels, 0.98-1.0x at 512. On 1x1 layers of blocked inputs
+# (pointwise_blocked, 144-960 channels) chunks gained nothing (1.02-1.05x): those run whole.
+GEMM_CHUNK_TERMS = 128
+
+
+def gemm_k_chunks(terms: int) -> int:
+    """How many k-chunks gemm_conv_blocked splits ``terms`` into: ``terms //
+    GEMM_CHUNK_TERMS`` (1 below two chunks' worth: the stems' 27-147 terms)."""
+    return max(1, terms // GEMM_CHUNK_TERMS)
 
 
 class BlockedConv2d:
@@ -319,6 +365,8 @@ class BlockedConv2d:
 
     def _run(self, x, out, bias, lo, hi, residual=None) -> np.ndarray:
         """Run the kernel on checked arrays with this bias (packed) and clamp."""
+        if x.shape[0] == 0:  # an empty batch: nothing to write
+            return out
         self._kernels.sync_threads()
         if self.input_layout == "nchw":
             x = self._padded(x)
@@ -348,7 +396,7 @@ class BlockedConv2d:
                 flat_x, self.weight, bias, res, has_res, n, p.c_in, self.out_blocks,
                 p.oh * p.ow, chunk, splits, self.offs, lo, hi, flat_out,
             )  # fmt: skip
-        args = self._gemm_args(flat_x, x.size // n, self.offs, flat_out, bias, lo, hi, n, res,
+        args = self._gemm_args(flat_x, x[0].size, self.offs, flat_out, bias, lo, hi, n, res,
                                has_res)  # fmt: skip
         return k.gemm_conv_blocked, args
 
@@ -361,19 +409,23 @@ class BlockedConv2d:
         self._kernels.pad_phase_split(x, p.pt, p.pl, 1, 1, self.hp, self.wp, _ONE_PHASE, padded)
         return padded
 
-    def _gemm(self, xf, img_stride, offs, flat_out, bias, lo, hi, n, res=None, has_res=False):
+    def _gemm(self, xf, img_stride, offs, flat_out, bias, lo, hi, n, res=None, has_res=False,
+              nchw_out=False):  # fmt: skip
         """gemm_conv_blocked on a padded NCHW source: images ``img_stride`` apart, this conv's
-        input channels at ``offs`` (a group's: shifted to its first channel)."""
-        args = self._gemm_args(xf, img_stride, offs, flat_out, bias, lo, hi, n, res, has_res)
+        input channels at ``offs`` (a group's: shifted to its first channel); ``nchw_out``
+        writes (and reads a residual) as NCHW."""
+        args = self._gemm_args(xf, img_stride, offs, flat_out, bias, lo, hi, n, res, has_res,
+                               nchw_out)  # fmt: skip
         self._kernels.gemm_conv_blocked(*args)
 
-    def _gemm_args(self, xf, img_stride, offs, flat_out, bias, lo, hi, n, res, has_res) -> tuple:
+    def _gemm_args(self, xf, img_stride, offs, flat_out, bias, lo, hi, n, res, has_res,
+                   nchw_out=False) -> tuple:  # fmt: skip
         p = self.params
         chunk, splits = self._launch(n)
         return (
             xf, img_stride, offs, p.sh * self.wp, p.sw, p.ow, self.weight, bias,
             flat_out if res is None else res, has_res, n, self.out_blocks, p.oh * p.ow, chunk,
-            splits, lo, hi, flat_out,
+            splits, lo, hi, flat_out, 0, nchw_out, gemm_k_chunks(offs.size),
         )  # fmt: skip
 
 
@@ -385,7 +437,8 @@ class _Kernels:
         from ..kernels.implicit_gemm import pad_phase_split
 
         for kernel in ("pointwise_blocked", "gemm_conv_blocked", "depthwise_blocked",
-                       "to_blocked", "from_blocked", "global_avg_pool_blocked"):  # fmt: skip
+                       "to_blocked", "from_blocked", "global_avg_pool_blocked",
+                       "max_pool_blocked"):  # fmt: skip
             setattr(self, kernel, getattr(blocked, kernel))
         self.pad_phase_split = pad_phase_split
         self.sync_threads = sync_threads
@@ -403,10 +456,12 @@ _CLAMP_CODES = {0: (-np.inf, np.inf), 1: (0.0, np.inf), 2: (0.0, 6.0)}
 class BlockedGemmConv(ConvAlgorithm):
     """The "blocked_gemm" convolution algorithm on NCHW arrays: :func:`gemm_conv_blocked
     <cnnperf.kernels.blocked.gemm_conv_blocked>` reads the zero-padded input through a table of
-    term offsets and writes a channel-blocked buffer per group (bias and relu / relu6 fused),
-    which :func:`from_blocked` turns into the group's channels of ``out``. float32, any kernel,
-    stride, padding, dilation and groups (each group's output channels padded to a multiple of
-    8 with zero weights); a residual and other activations run as a second pass; float64 runs
+    term offsets. Ungrouped with c_out a multiple of 8, it writes ``out`` directly (each tile
+    transposed to NCHW as it is stored; bias, a residual and relu / relu6 fused); otherwise it
+    writes a channel-blocked buffer per group, which :func:`from_blocked` turns into the
+    group's channels of ``out`` (each group's output channels padded to a multiple of 8 with
+    zero weights). float32, any kernel, stride, padding, dilation and groups; other
+    activations (and a residual on the grouped path) run as a second pass; float64 runs
     im2col.
 
     Chosen for plans at batch 1 where its micro-kernel (4 pixels x 24 channels) beats the
@@ -415,6 +470,7 @@ class BlockedGemmConv(ConvAlgorithm):
 
     name = "blocked_gemm"
     pads_input = True
+    fuses_residual = True
 
     def prepare_weight(self, w, p):
         w = np.ascontiguousarray(w)
@@ -434,12 +490,15 @@ class BlockedGemmConv(ConvAlgorithm):
             groups.append((conv, conv.offs + gi * cig * conv.hp * conv.wp))
         return (w, tuple(groups))
 
-    def run(self, x, w_prep, bias, p, out, epi: Epilogue = NO_EPILOGUE):
+    def run(self, x, w_prep, bias, p, out, epi: Epilogue = NO_EPILOGUE, residual=None):
         if not isinstance(w_prep, tuple):
             w_prep = self.prepare_weight(w_prep, p)
         weight, groups = w_prep
         if x.dtype != np.float32 or groups is None:
-            CONV_ALGOS["im2col"].run(x, weight, bias, p, out, epi)  # im2col pads as it reads
+            CONV_ALGOS["im2col"].run(x, weight, bias, p, out, epi if residual is None
+                                     else NO_EPILOGUE)  # im2col pads as it reads  # fmt: skip
+            if residual is not None:
+                apply_residual_epilogue(out, residual, epi)
             return
         fused = epi.code in _CLAMP_CODES
         lo, hi = _CLAMP_CODES[epi.code if fused else 0]
@@ -449,16 +508,77 @@ class BlockedGemmConv(ConvAlgorithm):
         k.sync_threads()
         xp = first._padded(np.ascontiguousarray(x)) if p.g == 1 else _pad_groups(x, first, p)
         xf = xp.reshape(-1)
+        direct = (p.g == 1 and cog % BLOCK == 0 and out.dtype == np.float32
+                  and out.flags.c_contiguous)  # fmt: skip
+        if direct and (residual is None or fused):
+            packed = first.bias if bias is None else _packed_bias(first, bias)
+            res = None if residual is None else np.ascontiguousarray(residual, np.float32)
+            flat_res = None if res is None else res.reshape(-1)
+            first._gemm(xf, xp.size // p.n, groups[0][1], out.reshape(-1), packed, lo, hi, p.n,
+                        flat_res, res is not None, True)  # fmt: skip
+            if not fused:
+                apply_epilogue(out, None, epi)
+            return
+        if residual is not None:  # added after the groups, before the activation
+            lo, hi = _CLAMP_CODES[0]
         for gi, (conv, offs) in enumerate(groups):
-            packed = conv.bias  # all -0.0: no bias
-            if bias is not None:
-                packed = np.full(conv.bias.size, -0.0, np.float32)
-                packed[:cog] = bias[gi * cog : (gi + 1) * cog]
+            packed = conv.bias if bias is None else _packed_bias(conv, bias[gi * cog :][:cog])
             blocked = np.empty(conv.output_shape(p.n), np.float32)
             conv._gemm(xf, xp.size // p.n, offs, blocked.reshape(-1), packed, lo, hi, p.n)
             k.from_blocked(blocked, out[:, gi * cog : (gi + 1) * cog])
-        if not fused:
+        if residual is not None:
+            apply_residual_epilogue(out, residual, epi)
+        elif not fused:
             apply_epilogue(out, None, epi)
+
+    def bind(self, x, w_prep, bias, p, epi, out, residual=None):
+        """:meth:`run` of ``x`` into ``out`` prepared for these very arrays (see
+        ``Conv2dPlan.bind``): a call without arguments for the direct NCHW path with a fused
+        clamp, None otherwise."""
+        weight, groups = w_prep
+        if (
+            groups is None
+            or p.g != 1
+            or p.c_out % BLOCK
+            or epi.code not in _CLAMP_CODES
+            or x.dtype != np.float32
+            or p.n < 1
+        ):
+            return None
+        conv, offs = groups[0]
+        lo, hi = _CLAMP_CODES[epi.code]
+        k = conv._kernels
+        packed = conv.bias if bias is None else _packed_bias(conv, bias)
+        res = None if residual is None else residual.reshape(-1)
+        shape = (p.n, p.c_in, 1, 1, conv.hp, conv.wp)
+        # the arguments after the source: (img_stride, offs, ...)
+        args = conv._gemm_args(x.reshape(-1), int(np.prod(shape[1:])), offs, out.reshape(-1),
+                               packed, lo, hi, p.n, res, res is not None, True)[1:]  # fmt: skip
+        kernel, pad, sync = k.gemm_conv_blocked, k.pad_phase_split, k.sync_threads
+        if shape[4:] == (p.h, p.w):
+            flat_x = x.reshape(-1)
+
+            def run() -> None:
+                sync()
+                kernel(flat_x, *args)
+
+            return run
+
+        def run_padded() -> None:
+            sync()
+            xp = np.empty(shape, np.float32)  # every element written by the pad
+            pad(x, p.pt, p.pl, 1, 1, conv.hp, conv.wp, _ONE_PHASE, xp)
+            kernel(xp.reshape(-1), *args)
+
+        return run_padded
+
+
+def _packed_bias(conv: BlockedConv2d, bias: np.ndarray) -> np.ndarray:
+    """One group's bias (cog,) as ``conv``'s kernel reads it (-0.0 past cog: the padding of
+    ``conv.bias``, all -0.0 when there is no bias)."""
+    packed = np.full(conv.bias.size, -0.0, np.float32)
+    packed[: bias.size] = bias
+    return packed
 
 
 def _pad_groups(x: np.ndarray, conv: BlockedConv2d, p: ConvParams) -> np.ndarray:

@@ -263,35 +263,52 @@ def _winograd_blocked(xp, packed, bias, p, out, m, clamp, th, tw, nr, residual) 
     <cnnperf.kernels.winograd.winograd_output_blocked>`. No BLAS call, so no hand-over
     between Numba's and OpenBLAS's threads; on the per-point GEMMs of ResNet-18's layers at
     batch 1 it ran at 157-183 GFLOP/s against np.matmul's 85-130 (2 threads)."""
+    return _blocked_program(packed, bias, p, m, clamp, th, tw, nr)(xp, out, residual)
+
+
+def _blocked_program(packed, bias, p, m, clamp, th, tw, nr):
+    """:func:`_winograd_blocked`'s steps prepared (each chunk's sizes and work split at the
+    current thread count, the bias): a ``run(xp, out, residual) -> finite`` that allocates
+    its workspace and calls the kernels. (The workspace is allocated per run, not kept: a
+    compiled model binds one program per layer.)"""
     from .. import config
     from ..kernels.blocked import BLOCK
     from ..kernels.blocked import gemm_conv_blocked as gemm
     from ..kernels.winograd import winograd_input_transform, winograd_output_blocked
-    from .conv_blocked import gemm_work_split
+    from .conv_blocked import gemm_k_chunks, gemm_work_split
 
     a2 = (m + 2) ** 2
     rows_total = p.n * th
-    cob = p.c_out // BLOCK
+    c_in, cob = p.c_in, p.c_out // BLOCK
     w_stride = packed[0].size
     zero = np.full(packed.shape[1] * BLOCK, -0.0, np.float32)  # no bias in the GEMMs
     b = np.zeros(p.c_out, np.float32) if bias is None else np.ascontiguousarray(bias, np.float32)
-    vbuf = np.empty(a2 * p.c_in * nr * tw, np.float32)
-    mbuf = np.empty(a2 * cob * nr * tw * BLOCK, np.float32)
     flat_w = packed.reshape(-1)
     threads = config.get_num_threads()
-    finite = True
+    k_chunks = gemm_k_chunks(c_in)
+    lo, hi = clamp
+    steps = []
     for r0 in range(0, rows_total, nr):
         k = min(nr, rows_total - r0)
         tc = k * tw
-        v = vbuf[: a2 * p.c_in * tc]
-        mb = mbuf[: a2 * cob * tc * BLOCK]
-        winograd_input_transform(m, xp, th, tw, r0, k, v.reshape(a2, p.c_in, tc))
-        chunk, splits = gemm_work_split(tc, p.c_in, cob, a2, threads)
-        offs = np.arange(p.c_in, dtype=np.int64) * tc
-        gemm(v, p.c_in * tc, offs, tc, 1, tc, flat_w, zero, mb, False, a2, cob, tc, chunk,
-             splits, -np.inf, np.inf, mb, w_stride)  # fmt: skip
-        finite &= winograd_output_blocked(m, mb, b, *clamp, r0, k, th, tw, out, residual)
-    return finite
+        chunk, splits = gemm_work_split(tc, c_in, cob, a2, threads)
+        steps.append((r0, k, tc, np.arange(c_in, dtype=np.int64) * tc, chunk, splits))
+    v_size, m_size = a2 * c_in * nr * tw, a2 * cob * nr * tw * BLOCK
+
+    def run(xp, out, residual) -> bool:
+        vbuf = np.empty(v_size, np.float32)
+        mbuf = np.empty(m_size, np.float32)
+        finite = True
+        for r0, k, tc, offs, chunk, splits in steps:
+            v = vbuf[: a2 * c_in * tc]
+            mb = mbuf[: a2 * cob * tc * BLOCK]
+            winograd_input_transform(m, xp, th, tw, r0, k, v.reshape(a2, c_in, tc))
+            gemm(v, c_in * tc, offs, tc, 1, tc, flat_w, zero, mb, False, a2, cob, tc, chunk,
+                 splits, -np.inf, np.inf, mb, w_stride, False, k_chunks)  # fmt: skip
+            finite &= winograd_output_blocked(m, mb, b, lo, hi, r0, k, th, tw, out, residual)
+        return finite
+
+    return run
 
 
 class WinogradConv(ConvAlgorithm):
@@ -337,14 +354,47 @@ class WinogradConv(ConvAlgorithm):
         with np.errstate(all="ignore"):  # NaN/Inf are detected and recomputed
             finite = conv2d_winograd(xp, u, bias, p, out, m, epi, w_prep.packed, residual)
         if not finite:
-            # A NaN or Inf in a tile's input (or an overflow) spreads over the whole tile in the
-            # transforms. Recompute directly so non-finite values land only where a direct
-            # convolution puts them (as PyTorch does).
-            if residual is None:
-                CONV_ALGOS["im2col"].run_padded(xp, w_prep.weight, bias, p, out, epi)
-            else:
-                CONV_ALGOS["im2col"].run_padded(xp, w_prep.weight, bias, p, out, NO_EPILOGUE)
-                apply_residual_epilogue(out, residual, epi)
+            _recompute_directly(xp, w_prep, bias, p, out, epi, residual)
+
+    def bind(self, x, w_prep, bias, p, epi, out, residual=None):
+        """:meth:`run` of the unpadded ``x`` into ``out`` prepared for these very arrays (see
+        ``Conv2dPlan.bind``): a call without arguments, or None where the blocked path does
+        not apply."""
+        from ..kernels import sync_threads
+        from ..kernels.implicit_gemm import pad_phase_split
+
+        if w_prep.packed is None or epi.code not in _CLAMPS or p.n < 1:
+            return None
+        m = w_prep.m
+        th, tw = -(-p.oh // m), -(-p.ow // m)
+        hp, wp = p.h + p.pt + p.pb, p.w + p.pl + p.pr
+        program = _blocked_program(w_prep.packed, bias, p, m, _CLAMPS[epi.code], th, tw,
+                                   _chunk_rows(p, m, tw, 4))  # fmt: skip
+        one = np.ones(1, np.bool_)
+        shape = (p.n, p.c_in, 1, 1, hp, wp)
+
+        def run() -> None:
+            sync_threads()
+            xp = np.empty(shape, np.float32)  # every element written by the pad
+            pad_phase_split(x, p.pt, p.pl, 1, 1, hp, wp, one, xp)
+            xp = xp.reshape(p.n, p.c_in, hp, wp)
+            with np.errstate(all="ignore"):
+                finite = program(xp, out, residual)
+            if not finite:
+                _recompute_directly(xp, w_prep, bias, p, out, epi, residual)
+
+        return run
+
+
+def _recompute_directly(xp, w_prep, bias, p, out, epi, residual) -> None:
+    """A NaN or Inf in a tile's input (or an overflow) spreads over the whole tile in the
+    transforms. Recompute directly so non-finite values land only where a direct convolution
+    puts them (as PyTorch does)."""
+    if residual is None:
+        CONV_ALGOS["im2col"].run_padded(xp, w_prep.weight, bias, p, out, epi)
+    else:
+        CONV_ALGOS["im2col"].run_padded(xp, w_prep.weight, bias, p, out, NO_EPILOGUE)
+        apply_residual_epilogue(out, residual, epi)
 
 
 class WinogradWeight:
