@@ -11,6 +11,7 @@ builders of the ops beyond the CNN core live in :mod:`.runtime_extra` and
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -320,7 +321,8 @@ def _flatten(node: Node, graph: Graph, shapes: dict) -> Kernel:
 
     def run(x):
         ax = axis % x.ndim if axis < 0 else axis
-        return (x.reshape(int(np.prod(x.shape[:ax])), -1),)  # (prod(x[:axis]), prod(x[axis:]))
+        # (prod(x[:axis]), prod(x[axis:])); math.prod: np.prod of a tuple took 6 us a call
+        return (x.reshape(math.prod(x.shape[:ax]), -1),)
 
     return run, node.inputs
 

@@ -153,22 +153,7 @@ def pack_bias(bias: np.ndarray | None, c: int, blocks: int) -> np.ndarray:
 
 @njit(parallel=True, cache=True, error_model="numpy")
 def pointwise_blocked(
-    x,
-    w,
-    bias,
-    res,
-    has_res,
-    n,
-    c_in,
-    c_out_blocks,
-    pixels,
-    tile_chunk,
-    splits,
-    offs,
-    lo,
-    hi,
-    out,
-    k_chunks=1,
+    x, w, bias, res, has_res, n, c_in, c_out_blocks, pixels, tile_chunk, splits, offs, lo, hi, out
 ):  # pragma: no cover - compiled
     """``out[b, ob, p, :] = clamp(bias[ob] + sum_ic w[ob, ic, :] * x[b, ic // 8, p, ic % 8]
     (+ res[b, ob, p, :]), lo, hi)``: a 1x1 stride-1 convolution on the blocked layout.
@@ -188,8 +173,6 @@ def pointwise_blocked(
             :func:`gemm_conv_blocked`).
         lo, hi: the clamp.
         out: (n, c_out_blocks, pixels, 8), flat, written completely.
-        k_chunks: the input channels (in blocks of 8) are split into this many chunks, each
-            swept over all of a task's tiles before the next (:func:`k_chunks`).
     """
     tiles = (pixels + PW_PIXELS - 1) // PW_PIXELS
     chunks = (tiles + tile_chunk - 1) // tile_chunk
@@ -203,42 +186,34 @@ def pointwise_blocked(
         t1 = min(tiles, t0 + tile_chunk)
         s = task % splits
         xb = b * (c_in // BLOCK) * plane
-        kblocks = c_in // BLOCK
-        carry = np.empty((t1 - t0) * _CARRY if k_chunks > 1 else 0, np.float32)
         for g in range(s * groups // splits, (s + 1) * groups // splits):
             ob, nb = _group(g, c_out_blocks)
             wg = ob * c_in * BLOCK
-            for kc in range(k_chunks):
-                kb0 = kc * kblocks // k_chunks
-                kb1 = (kc + 1) * kblocks // k_chunks
-                for t in range(t0, t1):
-                    p = t * PW_PIXELS
-                    # pixels past the end read the last pixel (computed, never stored)
-                    o0 = p * BLOCK
-                    o1 = min(p + 1, pixels - 1) * BLOCK
-                    o2 = min(p + 2, pixels - 1) * BLOCK
-                    o3 = min(p + 3, pixels - 1) * BLOCK
-                    acc = _start12(carry, (t - t0) * _CARRY, kc)
-                    if nb < PW_BLOCKS:
-                        acc = _tail_tile(x, w, offs, wg, c_in * BLOCK, nb, xb + o0, xb + o1,
-                                         xb + o2, xb + o3, kb0 * BLOCK, kb1 * BLOCK,
-                                         acc)  # fmt: skip
-                    else:
-                        for kb in range(kb0, kb1):
-                            xk = xb + kb * plane
-                            wk = wg + kb * BLOCK * BLOCK
-                            for i in range(BLOCK):
-                                wi = wk + i * BLOCK
-                                acc = _fma_3x4(
-                                    vload(w, wi), vload(w, wi + c_in * BLOCK),
-                                    vload(w, wi + 2 * c_in * BLOCK), x, xk + o0 + i,
-                                    xk + o1 + i, xk + o2 + i, xk + o3 + i, acc,
-                                )  # fmt: skip
-                    if kc < k_chunks - 1:
-                        _keep12(carry, (t - t0) * _CARRY, acc)
-                    else:
-                        _store_3x4(out, res, has_res, bias, b, ob, nb, c_out_blocks, plane, p,
-                                   min(PW_PIXELS, pixels - p), acc, lov, hiv)  # fmt: skip
+            for t in range(t0, t1):
+                p = t * PW_PIXELS
+                # pixels past the end read the last pixel (computed, never stored)
+                o0 = p * BLOCK
+                o1 = min(p + 1, pixels - 1) * BLOCK
+                o2 = min(p + 2, pixels - 1) * BLOCK
+                o3 = min(p + 3, pixels - 1) * BLOCK
+                m = min(PW_PIXELS, pixels - p)
+                if nb < PW_BLOCKS:
+                    acc = _tail_tile(x, w, offs, wg, c_in * BLOCK, nb, xb + o0, xb + o1,
+                                     xb + o2, xb + o3)  # fmt: skip
+                else:
+                    acc = _zeros12()
+                    for kb in range(c_in // BLOCK):
+                        xk = xb + kb * plane
+                        wk = wg + kb * BLOCK * BLOCK
+                        for i in range(BLOCK):
+                            wi = wk + i * BLOCK
+                            acc = _fma_3x4(
+                                vload(w, wi), vload(w, wi + c_in * BLOCK),
+                                vload(w, wi + 2 * c_in * BLOCK), x, xk + o0 + i, xk + o1 + i,
+                                xk + o2 + i, xk + o3 + i, acc,
+                            )  # fmt: skip
+                _store_3x4(out, res, has_res, bias, b, ob, nb, c_out_blocks, plane, p, m, acc,
+                           lov, hiv)  # fmt: skip
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
@@ -263,7 +238,6 @@ def gemm_conv_blocked(
     out,
     w_img_stride=0,
     nchw_out=False,
-    k_chunks=1,
 ):  # pragma: no cover - compiled
     """``out[b, ob, p, :] = clamp(bias[ob] + sum_t w[ob, t, :] * x[b*img_stride + offs[t] +
     src(p)] (+ res[b, ob, p, :]), lo, hi)`` with ``src(p) = (p // ow)*row_pitch + (p % ow) *
@@ -292,8 +266,6 @@ def gemm_conv_blocked(
         nchw_out: write ``out`` (and read ``res``) as NCHW (n, c_out_blocks * 8, pixels), each
             tile transposed in registers as it is stored (no blocked buffer and no
             ``from_blocked`` pass for an NCHW consumer).
-        k_chunks: the terms are split into this many chunks, each swept over all of a task's
-            tiles before the next (:func:`k_chunks`).
     """
     terms = offs.shape[0]
     tiles = (pixels + PW_PIXELS - 1) // PW_PIXELS
@@ -309,43 +281,37 @@ def gemm_conv_blocked(
         t1 = min(tiles, t0 + tile_chunk)
         s = task % splits
         xb = b * img_stride
-        carry = np.empty((t1 - t0) * _CARRY if k_chunks > 1 else 0, np.float32)
         for g in range(s * groups // splits, (s + 1) * groups // splits):
             ob, nb = _group(g, c_out_blocks)
             wg = b * w_img_stride + ob * wstep
-            for kc in range(k_chunks):
-                k0 = kc * terms // k_chunks
-                k1 = (kc + 1) * terms // k_chunks
-                for t in range(t0, t1):
-                    p = t * PW_PIXELS
-                    # one division per tile (a division per pixel cost as much as the 16
-                    # terms of a 1x1 layer with 16 inputs); pixels past the end read pixel p
-                    # (computed, never stored)
-                    y = p // ow
-                    xo = p - y * ow
-                    o0 = xb + y * row_pitch + xo * col_pitch
-                    y, xo = _next_pixel(y, xo, ow)
-                    o1 = xb + y * row_pitch + xo * col_pitch if p + 1 < pixels else o0
-                    y, xo = _next_pixel(y, xo, ow)
-                    o2 = xb + y * row_pitch + xo * col_pitch if p + 2 < pixels else o0
-                    y, xo = _next_pixel(y, xo, ow)
-                    o3 = xb + y * row_pitch + xo * col_pitch if p + 3 < pixels else o0
-                    acc = _start12(carry, (t - t0) * _CARRY, kc)
-                    if nb < PW_BLOCKS:
-                        acc = _tail_tile(x, w, offs, wg, wstep, nb, o0, o1, o2, o3, k0, k1, acc)
-                    else:
-                        for k in range(k0, k1):
-                            off = offs[k]
-                            wi = wg + k * BLOCK
-                            acc = _fma_3x4(
-                                vload(w, wi), vload(w, wi + wstep), vload(w, wi + 2 * wstep), x,
-                                o0 + off, o1 + off, o2 + off, o3 + off, acc,
-                            )  # fmt: skip
-                    if kc < k_chunks - 1:
-                        _keep12(carry, (t - t0) * _CARRY, acc)
-                    else:
-                        _store_3x4(out, res, has_res, bias, b, ob, nb, c_out_blocks, plane, p,
-                                   min(PW_PIXELS, pixels - p), acc, lov, hiv, nchw_out)  # fmt: skip
+            for t in range(t0, t1):
+                p = t * PW_PIXELS
+                # one division per tile (a division per pixel cost as much as the 16 terms
+                # of a 1x1 layer with 16 inputs); pixels past the end read pixel p
+                # (computed, never stored)
+                y = p // ow
+                xo = p - y * ow
+                o0 = xb + y * row_pitch + xo * col_pitch
+                y, xo = _next_pixel(y, xo, ow)
+                o1 = xb + y * row_pitch + xo * col_pitch if p + 1 < pixels else o0
+                y, xo = _next_pixel(y, xo, ow)
+                o2 = xb + y * row_pitch + xo * col_pitch if p + 2 < pixels else o0
+                y, xo = _next_pixel(y, xo, ow)
+                o3 = xb + y * row_pitch + xo * col_pitch if p + 3 < pixels else o0
+                m = min(PW_PIXELS, pixels - p)
+                if nb < PW_BLOCKS:
+                    acc = _tail_tile(x, w, offs, wg, wstep, nb, o0, o1, o2, o3)
+                else:
+                    acc = _zeros12()
+                    for k in range(terms):
+                        off = offs[k]
+                        wi = wg + k * BLOCK
+                        acc = _fma_3x4(
+                            vload(w, wi), vload(w, wi + wstep), vload(w, wi + 2 * wstep), x,
+                            o0 + off, o1 + off, o2 + off, o3 + off, acc,
+                        )  # fmt: skip
+                _store_3x4(out, res, has_res, bias, b, ob, nb, c_out_blocks, plane, p, m, acc,
+                           lov, hiv, nchw_out)  # fmt: skip
 
 
 @njit(inline="always")
@@ -366,41 +332,6 @@ def _group(g, blocks):  # pragma: no cover - compiled
 def _zeros12():  # pragma: no cover - compiled
     z = vzero()
     return (z, z, z, z, z, z, z, z, z, z, z, z)
-
-
-_CARRY = 12 * BLOCK  # floats of a tile's 12 accumulators
-
-
-@njit(inline="always")
-def _start12(buf, i, kc):  # pragma: no cover - compiled
-    """A tile's accumulators at the start of k-chunk ``kc``: zeros, or the sums the chunks
-    before left at ``buf[i:i+96]`` (so the FMAs run in the same order whatever the chunking,
-    and the result is the same bit for bit)."""
-    if kc == 0:
-        return _zeros12()
-    return (
-        vload(buf, i), vload(buf, i + 8), vload(buf, i + 16), vload(buf, i + 24),
-        vload(buf, i + 32), vload(buf, i + 40), vload(buf, i + 48), vload(buf, i + 56),
-        vload(buf, i + 64), vload(buf, i + 72), vload(buf, i + 80), vload(buf, i + 88),
-    )  # fmt: skip
-
-
-@njit(inline="always")
-def _keep12(buf, i, acc):  # pragma: no cover - compiled
-    """Leave a tile's accumulators at ``buf[i:i+96]`` for the next k-chunk."""
-    a00, a01, a02, a03, a10, a11, a12, a13, a20, a21, a22, a23 = acc
-    vstore(buf, i, a00)
-    vstore(buf, i + 8, a01)
-    vstore(buf, i + 16, a02)
-    vstore(buf, i + 24, a03)
-    vstore(buf, i + 32, a10)
-    vstore(buf, i + 40, a11)
-    vstore(buf, i + 48, a12)
-    vstore(buf, i + 56, a13)
-    vstore(buf, i + 64, a20)
-    vstore(buf, i + 72, a21)
-    vstore(buf, i + 80, a22)
-    vstore(buf, i + 88, a23)
 
 
 @njit(inline="always")
@@ -473,11 +404,18 @@ def _nchw_store(out, res, has_res, bias, b, ob, cbo, plane, p, m, a0, a1, a2, a3
 
 
 @njit(inline="always")
-def _tile2(x, w, offs, wi0, wstep, o0, o1, o2, o3, k0, k1, acc):  # pragma: no cover - compiled
+def _tile2(x, w, offs, wi0, wstep, o0, o1, o2, o3):  # pragma: no cover - compiled
     """The last group's tile when it has 2 output blocks: 8 accumulators (the 3-block tile
-    would spend a third of its FMAs on the weight's zero padding), from ``acc``'s first 8."""
-    a00, a01, a02, a03, a10, a11, a12, a13 = acc[:8]
-    for k in range(k0, k1):
+    would spend a third of its FMAs on the weight's zero padding)."""
+    a00 = vzero()
+    a01 = vzero()
+    a02 = vzero()
+    a03 = vzero()
+    a10 = vzero()
+    a11 = vzero()
+    a12 = vzero()
+    a13 = vzero()
+    for k in range(offs.shape[0]):
         off = offs[k]
         wi = wi0 + k * BLOCK
         w0 = vload(w, wi)
@@ -498,11 +436,13 @@ def _tile2(x, w, offs, wi0, wstep, o0, o1, o2, o3, k0, k1, acc):  # pragma: no c
 
 
 @njit(inline="always")
-def _tile1(x, w, offs, wi0, o0, o1, o2, o3, k0, k1, acc):  # pragma: no cover - compiled
-    """The last group's tile when it has 1 output block: 4 accumulators, from ``acc``'s
-    first 4."""
-    a0, a1, a2, a3 = acc[:4]
-    for k in range(k0, k1):
+def _tile1(x, w, offs, wi0, o0, o1, o2, o3):  # pragma: no cover - compiled
+    """The last group's tile when it has 1 output block: 4 accumulators."""
+    a0 = vzero()
+    a1 = vzero()
+    a2 = vzero()
+    a3 = vzero()
+    for k in range(offs.shape[0]):
         off = offs[k]
         w0 = vload(w, wi0 + k * BLOCK)
         a0 = vfma(w0, vbcast_load(x, o0 + off), a0)
@@ -513,15 +453,14 @@ def _tile1(x, w, offs, wi0, o0, o1, o2, o3, k0, k1, acc):  # pragma: no cover - 
 
 
 @njit(inline="always")
-def _tail_tile(x, w, offs, wg, wstep, nb, o0, o1, o2, o3, k0, k1, acc):  # pragma: no cover
-    """The accumulators of a tile of the last group, of ``nb`` (1 or 2) output blocks, after
-    terms k0..k1-1 from ``acc``: the rest are zeros, never stored."""
+def _tail_tile(x, w, offs, wg, wstep, nb, o0, o1, o2, o3):  # pragma: no cover - compiled
+    """The accumulators of a tile of the last group, of ``nb`` (1 or 2) output blocks: the
+    rest are zeros, never stored."""
     z = vzero()
     if nb == 2:
-        a00, a01, a02, a03, a10, a11, a12, a13 = _tile2(x, w, offs, wg, wstep, o0, o1, o2, o3,
-                                                        k0, k1, acc)  # fmt: skip
+        a00, a01, a02, a03, a10, a11, a12, a13 = _tile2(x, w, offs, wg, wstep, o0, o1, o2, o3)
         return (a00, a01, a02, a03, a10, a11, a12, a13, z, z, z, z)
-    a00, a01, a02, a03 = _tile1(x, w, offs, wg, o0, o1, o2, o3, k0, k1, acc)
+    a00, a01, a02, a03 = _tile1(x, w, offs, wg, o0, o1, o2, o3)
     return (a00, a01, a02, a03, z, z, z, z, z, z, z, z)
 
 

@@ -165,22 +165,6 @@ def gemm_work_split(pixels: int, terms: int, out_blocks: int, n: int, threads: i
     return chunk, min(groups, max(1, -(-want // (n * chunks))))
 
 
-# Terms per k-chunk of gemm_conv_blocked's long reductions: each chunk of a group's weight
-# (3 blocks x 8 lanes x 4 bytes a term: 12 KiB) is swept over all of a task's tiles while it
-# sits in L1, where the whole reduction (576-2304 terms: 54-216 KiB) streamed from L2 on every
-# tile. Batch 1, 2 threads, medians of 40-60 interleaved calls: ResNet-18's stride-2 3x3 layers
-# (576, 1152 and 2304 terms) took 0.67-0.79x the time of one chunk; its Winograd layers'
-# per-point GEMMs 0.92x at 256 channels, 0.98-1.0x at 512. On 1x1 layers of blocked inputs
-# (pointwise_blocked, 144-960 channels) chunks gained nothing (1.02-1.05x): those run whole.
-GEMM_CHUNK_TERMS = 128
-
-
-def gemm_k_chunks(terms: int) -> int:
-    """How many k-chunks gemm_conv_blocked splits ``terms`` into: ``terms //
-    GEMM_CHUNK_TERMS`` (1 below two chunks' worth: the stems' 27-147 terms)."""
-    return max(1, terms // GEMM_CHUNK_TERMS)
-
-
 class BlockedConv2d:
     """A prepared convolution that writes a blocked array: ``conv(x, residual=None, out=None)``.
 
@@ -425,7 +409,7 @@ class BlockedConv2d:
         return (
             xf, img_stride, offs, p.sh * self.wp, p.sw, p.ow, self.weight, bias,
             flat_out if res is None else res, has_res, n, self.out_blocks, p.oh * p.ow, chunk,
-            splits, lo, hi, flat_out, 0, nchw_out, gemm_k_chunks(offs.size),
+            splits, lo, hi, flat_out, 0, nchw_out,
         )  # fmt: skip
 
 

@@ -275,7 +275,7 @@ def _blocked_program(packed, bias, p, m, clamp, th, tw, nr):
     from ..kernels.blocked import BLOCK
     from ..kernels.blocked import gemm_conv_blocked as gemm
     from ..kernels.winograd import winograd_input_transform, winograd_output_blocked
-    from .conv_blocked import gemm_k_chunks, gemm_work_split
+    from .conv_blocked import gemm_work_split
 
     a2 = (m + 2) ** 2
     rows_total = p.n * th
@@ -285,7 +285,6 @@ def _blocked_program(packed, bias, p, m, clamp, th, tw, nr):
     b = np.zeros(p.c_out, np.float32) if bias is None else np.ascontiguousarray(bias, np.float32)
     flat_w = packed.reshape(-1)
     threads = config.get_num_threads()
-    k_chunks = gemm_k_chunks(c_in)
     lo, hi = clamp
     steps = []
     for r0 in range(0, rows_total, nr):
@@ -304,7 +303,7 @@ def _blocked_program(packed, bias, p, m, clamp, th, tw, nr):
             mb = mbuf[: a2 * cob * tc * BLOCK]
             winograd_input_transform(m, xp, th, tw, r0, k, v.reshape(a2, c_in, tc))
             gemm(v, c_in * tc, offs, tc, 1, tc, flat_w, zero, mb, False, a2, cob, tc, chunk,
-                 splits, -np.inf, np.inf, mb, w_stride, False, k_chunks)  # fmt: skip
+                 splits, -np.inf, np.inf, mb, w_stride)  # fmt: skip
             finite &= winograd_output_blocked(m, mb, b, lo, hi, r0, k, th, tw, out, residual)
         return finite
 
