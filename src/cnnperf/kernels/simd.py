@@ -285,9 +285,10 @@ def _shuffle(builder, a, b, idx):
 
 
 def _transpose4(builder, v):
-    """Four <8 x float> -> four <8 x float>: out[j] = (v[0][k], v[1][k], v[2][k], v[3][k]) for
-    k = j and j + 4 in its halves, when v[j] holds two 4-float rows (j and j + 4) in its
-    halves; applied to four pixel vectors it gives the row pairs, and back."""
+    """A 4x4 transpose within each 4-lane half of four <8 x float>: ``out[j][i] = v[i][j]``
+    and ``out[j][4 + i] = v[i][4 + j]`` (i, j < 4). Four pixel vectors (lane = channel) become
+    the channel rows j and j + 4 side by side, and those row pairs become pixel vectors again
+    (the network is its own inverse)."""
     lo, hi = _LO_HI
     t0, t1 = _shuffle(builder, v[0], v[1], lo), _shuffle(builder, v[0], v[1], hi)
     t2, t3 = _shuffle(builder, v[2], v[3], lo), _shuffle(builder, v[2], v[3], hi)

@@ -492,9 +492,7 @@ class BlockedGemmConv(ConvAlgorithm):
         k.sync_threads()
         xp = first._padded(np.ascontiguousarray(x)) if p.g == 1 else _pad_groups(x, first, p)
         xf = xp.reshape(-1)
-        direct = (p.g == 1 and cog % BLOCK == 0 and out.dtype == np.float32
-                  and out.flags.c_contiguous)  # fmt: skip
-        if direct and (residual is None or fused):
+        if _writes_nchw(p, out) and (residual is None or fused):
             packed = first.bias if bias is None else _packed_bias(first, bias)
             res = None if residual is None else np.ascontiguousarray(residual, np.float32)
             flat_res = None if res is None else res.reshape(-1)
@@ -520,41 +518,36 @@ class BlockedGemmConv(ConvAlgorithm):
         ``Conv2dPlan.bind``): a call without arguments for the direct NCHW path with a fused
         clamp, None otherwise."""
         weight, groups = w_prep
-        if (
-            groups is None
-            or p.g != 1
-            or p.c_out % BLOCK
-            or epi.code not in _CLAMP_CODES
-            or x.dtype != np.float32
-            or p.n < 1
-        ):
+        if groups is None or not _writes_nchw(p, out) or epi.code not in _CLAMP_CODES:
             return None
         conv, offs = groups[0]
         lo, hi = _CLAMP_CODES[epi.code]
         k = conv._kernels
         packed = conv.bias if bias is None else _packed_bias(conv, bias)
         res = None if residual is None else residual.reshape(-1)
-        shape = (p.n, p.c_in, 1, 1, conv.hp, conv.wp)
-        # the arguments after the source: (img_stride, offs, ...)
-        args = conv._gemm_args(x.reshape(-1), int(np.prod(shape[1:])), offs, out.reshape(-1),
-                               packed, lo, hi, p.n, res, res is not None, True)[1:]  # fmt: skip
-        kernel, pad, sync = k.gemm_conv_blocked, k.pad_phase_split, k.sync_threads
-        if shape[4:] == (p.h, p.w):
-            flat_x = x.reshape(-1)
+        img = p.c_in * conv.hp * conv.wp  # floats per (padded) input image
+        # the arguments after the source (x itself, or a padded copy made per run)
+        args = conv._gemm_args(x.reshape(-1), img, offs, out.reshape(-1), packed, lo, hi, p.n,
+                               res, res is not None, True)[1:]  # fmt: skip
+        kernel, sync, padded = k.gemm_conv_blocked, k.sync_threads, conv._padded
 
-            def run() -> None:
-                sync()
-                kernel(flat_x, *args)
-
-            return run
-
-        def run_padded() -> None:
+        def run() -> None:
             sync()
-            xp = np.empty(shape, np.float32)  # every element written by the pad
-            pad(x, p.pt, p.pl, 1, 1, conv.hp, conv.wp, _ONE_PHASE, xp)
-            kernel(xp.reshape(-1), *args)
+            kernel(padded(x).reshape(-1), *args)
 
-        return run_padded
+        return run
+
+
+def _writes_nchw(p: ConvParams, out: np.ndarray) -> bool:
+    """Whether "blocked_gemm" writes ``out`` directly (NCHW tiles, no blocked buffer):
+    ungrouped, output channels a multiple of 8, a contiguous float32 ``out``, a batch."""
+    return (
+        p.g == 1
+        and p.c_out % BLOCK == 0
+        and p.n > 0
+        and out.dtype == np.float32
+        and out.flags.c_contiguous
+    )
 
 
 def _packed_bias(conv: BlockedConv2d, bias: np.ndarray) -> np.ndarray:

@@ -360,23 +360,18 @@ class WinogradConv(ConvAlgorithm):
         ``Conv2dPlan.bind``): a call without arguments, or None where the blocked path does
         not apply."""
         from ..kernels import sync_threads
-        from ..kernels.implicit_gemm import pad_phase_split
+        from .conv import _pad_input
 
         if w_prep.packed is None or epi.code not in _CLAMPS or p.n < 1:
             return None
         m = w_prep.m
         th, tw = -(-p.oh // m), -(-p.ow // m)
-        hp, wp = p.h + p.pt + p.pb, p.w + p.pl + p.pr
         program = _blocked_program(w_prep.packed, bias, p, m, _CLAMPS[epi.code], th, tw,
                                    _chunk_rows(p, m, tw, 4))  # fmt: skip
-        one = np.ones(1, np.bool_)
-        shape = (p.n, p.c_in, 1, 1, hp, wp)
 
         def run() -> None:
             sync_threads()
-            xp = np.empty(shape, np.float32)  # every element written by the pad
-            pad_phase_split(x, p.pt, p.pl, 1, 1, hp, wp, one, xp)
-            xp = xp.reshape(p.n, p.c_in, hp, wp)
+            xp = _pad_input(x, p)  # as run_conv_into pads for run()
             with np.errstate(all="ignore"):
                 finite = program(xp, out, residual)
             if not finite:
