@@ -174,7 +174,7 @@ def test_a_stem_stays_nchw_when_it_does_not_pay(case):
 
 def test_blocked_steps_run_bound_to_the_arena_per_thread_count():
     from cnnperf import config
-    from cnnperf.compile.executor import _LANDS
+    from cnnperf.compile.executor import _LANDS, _noop
 
     g = _inverted_residuals()
     model = compile_graph(g)
@@ -198,6 +198,9 @@ def test_blocked_steps_run_bound_to_the_arena_per_thread_count():
     # every blocked conv reads planned buffers or constants; the reorder that writes the
     # first one's input is not bound (it reads the graph input) but lands in its buffer
     assert all(callable(program[v]) for v in ("e1", "d1", "p1", "e2", "d2", "p2"))
+    # and they run as one chain (ops.run_chained), one parallel region, at the first of them
+    assert len(program["e1"].arrays) == 6
+    assert all(program[v] is _noop for v in ("d1", "p1", "e2", "d2", "p2"))
     assert program["e1:to_blocked"] is _LANDS
     assert program["p2:from_blocked"] is None  # writes a graph output, never planned
 
@@ -247,3 +250,33 @@ def test_a_stem_stays_nchw_for_a_pool_the_blocked_kernel_does_not_take():
     # asymmetric pads: an ONNX form ops.max_pool2d (PyTorch's) has no equivalent of
     model = _check_same(_resnet_stem(pool_pads=(0, 1, 0, 1)))
     assert all("layout" not in n.attrs for n in model.graph.nodes)
+
+
+def test_a_classifier_head_chains_its_average_pool_and_packs_its_linear_layer():
+    """Blocked convs, a blocked global average pool, flatten and a gemm (MobileNetV2's head):
+    the pool runs in the convs' chain, and the gemm (a graph output) on the packed weight at
+    small batches and BLAS at larger ones, all as the uncompiled graph computes them."""
+    from cnnperf.compile.executor import _noop
+    from cnnperf.compile.runtime import PACKED_LINEAR_ROWS
+
+    i: dict = {"fc.w": _r(10, 16) * 0.2, "fc.b": _r(10)}
+    nodes = [
+        _pw("x", "e1", 16, 48, i), _dw("e1", "d1", 48, i), _pw("d1", "p1", 48, 16, i, None),
+        Node("global_avg_pool2d", ["p1"], ["pool"], name="pool"),
+        Node("flatten", ["pool"], ["flat"], {"axis": 1}, name="flat"),
+        Node("gemm", ["flat", "fc.w", "fc.b"], ["y"], {"trans_b": 1}, name="fc"),
+    ]  # fmt: skip
+    g = Graph(nodes=nodes, initializers=i, inputs={"x": (None, 16, 9, 11)}, outputs=["y"])
+    model = _check_same(g, batches=(1, 3, PACKED_LINEAR_ROWS, PACKED_LINEAR_ROWS + 1))
+    layouts = {n.name: n.attrs.get("layout") for n in model.graph.nodes}
+    assert layouts["pool"] == "nchw8c"
+    names = [n.name for n in model.graph.nodes]
+    program = dict(zip(names, model._local.arenas[1].programs[_threads()], strict=True))
+    assert all(program[v] is _noop for v in ("d1", "p1", "pool"))
+    assert len(program["e1"].arrays) == 4  # e1, d1, p1 and the pool in one region
+
+
+def _threads() -> int:
+    from cnnperf import config
+
+    return config.get_num_threads()

@@ -57,6 +57,28 @@ class _Arena:
         self.programs: dict[int, list] = {}
 
 
+def _noop() -> None:
+    """A program entry for a step that an earlier entry's chain runs."""
+
+
+def _chain_runs(program: list) -> list:
+    """Runs of two or more consecutive bound blocked convolutions (``.chain_layer``) run as
+    one parallel region (``ops.run_chained``) at the first step of the run; the others become
+    no-ops (each still binds its planned buffer as its value and frees what it read last)."""
+    from ..ops.conv_blocked import run_chained
+
+    i = 0
+    while i < len(program):
+        j = i
+        while j < len(program) and getattr(program[j], "chain_layer", None) is not None:
+            j += 1
+        if j - i >= 2:
+            program[i] = run_chained([program[k].chain_layer for k in range(i, j)])
+            program[i + 1 : j] = [_noop] * (j - i - 1)
+        i = max(j, i + 1)
+    return program
+
+
 class CompiledModel:
     """A compiled inference graph: ``run({name: array}) -> {name: array}``, no autograd.
 
@@ -194,7 +216,7 @@ class CompiledModel:
                 known[outs[0]] = out
                 producer[outs[0]] = i
             program.append(bound)
-        return program
+        return _chain_runs(program)
 
     def _arena(self, env: Mapping[str, np.ndarray]) -> _Arena | None:
         """This thread's arena for the batch size of ``env`` (None when the dynamic inputs'

@@ -112,13 +112,20 @@ def from_blocked(x, out):  # pragma: no cover - compiled
 def global_avg_pool_blocked(x, n, cb, pixels, out):  # pragma: no cover - compiled
     """``out[b, k*8 + j] = mean over p of x[b, k, p, j]``: the blocked (n, cb, pixels, 8), flat,
     to (n, cb*8), flat. Sums in pixel order, one 8-lane vector per block (no allocation)."""
-    scale = vbcast(np.float32(1.0) / np.float32(pixels))
     for t in prange(n * cb):
-        base = t * pixels * BLOCK
-        acc = vzero()
-        for p in range(pixels):
-            acc = vadd(acc, vload(x, base + p * BLOCK))
-        vstore(out, t * BLOCK, vmul(acc, scale))
+        global_avg_pool_task(t, x, pixels, out)
+
+
+@njit(inline="always")
+def global_avg_pool_task(t, x, pixels, out):  # pragma: no cover - compiled
+    """Task ``t`` of :func:`global_avg_pool_blocked` (``n * cb`` tasks): one block of one
+    image."""
+    scale = vbcast(np.float32(1.0) / np.float32(pixels))
+    base = t * pixels * BLOCK
+    acc = vzero()
+    for p in range(pixels):
+        acc = vadd(acc, vload(x, base + p * BLOCK))
+    vstore(out, t * BLOCK, vmul(acc, scale))
 
 
 def pack_gemm_weight(w: np.ndarray) -> np.ndarray:
@@ -174,46 +181,79 @@ def pointwise_blocked(
         lo, hi: the clamp.
         out: (n, c_out_blocks, pixels, 8), flat, written completely.
     """
+    for task in prange(pointwise_tasks(n, pixels, tile_chunk, splits)):
+        pointwise_task(task, x, w, bias, res, has_res, n, c_in, c_out_blocks, pixels,
+                       tile_chunk, splits, offs, lo, hi, out)  # fmt: skip
+
+
+@njit(cache=True)
+def pointwise_tasks(n, pixels, tile_chunk, splits):  # pragma: no cover - compiled
+    """The number of tasks of :func:`pointwise_blocked` (and :func:`gemm_conv_blocked`)."""
+    tiles = (pixels + PW_PIXELS - 1) // PW_PIXELS
+    return n * ((tiles + tile_chunk - 1) // tile_chunk) * splits
+
+
+@njit(inline="always")
+def pointwise_task(
+    task,
+    x,
+    w,
+    bias,
+    res,
+    has_res,
+    n,
+    c_in,
+    c_out_blocks,
+    pixels,
+    tile_chunk,
+    splits,
+    offs,
+    lo,
+    hi,
+    out,
+):  # pragma: no cover - compiled
+    """Task ``task`` of :func:`pointwise_blocked` (same arguments): one image's chunk of pixel
+    tiles for one share of the groups of output blocks. Tasks write disjoint parts of
+    ``out``."""
     tiles = (pixels + PW_PIXELS - 1) // PW_PIXELS
     chunks = (tiles + tile_chunk - 1) // tile_chunk
     groups = (c_out_blocks + PW_BLOCKS - 1) // PW_BLOCKS
     plane = pixels * BLOCK  # floats per channel block of one image
     lov = vbcast(np.float32(lo))
     hiv = vbcast(np.float32(hi))
-    for task in prange(n * chunks * splits):
-        b = task // (chunks * splits)
-        t0 = ((task // splits) % chunks) * tile_chunk
-        t1 = min(tiles, t0 + tile_chunk)
-        s = task % splits
-        xb = b * (c_in // BLOCK) * plane
-        for g in range(s * groups // splits, (s + 1) * groups // splits):
-            ob, nb = _group(g, c_out_blocks)
-            wg = ob * c_in * BLOCK
-            for t in range(t0, t1):
-                p = t * PW_PIXELS
-                # pixels past the end read the last pixel (computed, never stored)
-                o0 = p * BLOCK
-                o1 = min(p + 1, pixels - 1) * BLOCK
-                o2 = min(p + 2, pixels - 1) * BLOCK
-                o3 = min(p + 3, pixels - 1) * BLOCK
-                m = min(PW_PIXELS, pixels - p)
-                if nb < PW_BLOCKS:
-                    acc = _tail_tile(x, w, offs, wg, c_in * BLOCK, nb, xb + o0, xb + o1,
-                                     xb + o2, xb + o3)  # fmt: skip
-                else:
-                    acc = _zeros12()
-                    for kb in range(c_in // BLOCK):
-                        xk = xb + kb * plane
-                        wk = wg + kb * BLOCK * BLOCK
-                        for i in range(BLOCK):
-                            wi = wk + i * BLOCK
-                            acc = _fma_3x4(
-                                vload(w, wi), vload(w, wi + c_in * BLOCK),
-                                vload(w, wi + 2 * c_in * BLOCK), x, xk + o0 + i, xk + o1 + i,
-                                xk + o2 + i, xk + o3 + i, acc,
-                            )  # fmt: skip
-                _store_3x4(out, res, has_res, bias, b, ob, nb, c_out_blocks, plane, p, m, acc,
-                           lov, hiv)  # fmt: skip
+    b = task // (chunks * splits)
+    t0 = ((task // splits) % chunks) * tile_chunk
+    t1 = min(tiles, t0 + tile_chunk)
+    s = task % splits
+    xb = b * (c_in // BLOCK) * plane
+    for g in range(s * groups // splits, (s + 1) * groups // splits):
+        ob, nb = _group(g, c_out_blocks)
+        wg = ob * c_in * BLOCK
+        for t in range(t0, t1):
+            p = t * PW_PIXELS
+            # pixels past the end read the last pixel (computed, never stored)
+            o0 = p * BLOCK
+            o1 = min(p + 1, pixels - 1) * BLOCK
+            o2 = min(p + 2, pixels - 1) * BLOCK
+            o3 = min(p + 3, pixels - 1) * BLOCK
+            m = min(PW_PIXELS, pixels - p)
+            if nb < PW_BLOCKS:
+                acc = _tail_tile(x, w, offs, wg, c_in * BLOCK, nb, xb + o0, xb + o1,
+                                 xb + o2, xb + o3)  # fmt: skip
+            else:
+                acc = _zeros12()
+                for kb in range(c_in // BLOCK):
+                    xk = xb + kb * plane
+                    wk = wg + kb * BLOCK * BLOCK
+                    for i in range(BLOCK):
+                        wi = wk + i * BLOCK
+                        acc = _fma_3x4(
+                            vload(w, wi), vload(w, wi + c_in * BLOCK),
+                            vload(w, wi + 2 * c_in * BLOCK), x, xk + o0 + i, xk + o1 + i,
+                            xk + o2 + i, xk + o3 + i, acc,
+                        )  # fmt: skip
+            _store_3x4(out, res, has_res, bias, b, ob, nb, c_out_blocks, plane, p, m, acc,
+                       lov, hiv)  # fmt: skip
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
@@ -267,6 +307,38 @@ def gemm_conv_blocked(
             tile transposed in registers as it is stored (no blocked buffer and no
             ``from_blocked`` pass for an NCHW consumer).
     """
+    for task in prange(pointwise_tasks(n, pixels, tile_chunk, splits)):
+        gemm_conv_task(task, x, img_stride, offs, row_pitch, col_pitch, ow, w, bias, res,
+                       has_res, n, c_out_blocks, pixels, tile_chunk, splits, lo, hi, out,
+                       w_img_stride, nchw_out)  # fmt: skip
+
+
+@njit(inline="always")
+def gemm_conv_task(
+    task,
+    x,
+    img_stride,
+    offs,
+    row_pitch,
+    col_pitch,
+    ow,
+    w,
+    bias,
+    res,
+    has_res,
+    n,
+    c_out_blocks,
+    pixels,
+    tile_chunk,
+    splits,
+    lo,
+    hi,
+    out,
+    w_img_stride,
+    nchw_out,
+):  # pragma: no cover - compiled
+    """Task ``task`` of :func:`gemm_conv_blocked` (same arguments): one image's chunk of pixel
+    tiles for one share of the groups of output blocks."""
     terms = offs.shape[0]
     tiles = (pixels + PW_PIXELS - 1) // PW_PIXELS
     chunks = (tiles + tile_chunk - 1) // tile_chunk
@@ -275,43 +347,42 @@ def gemm_conv_blocked(
     wstep = terms * BLOCK  # floats per packed weight block
     lov = vbcast(np.float32(lo))
     hiv = vbcast(np.float32(hi))
-    for task in prange(n * chunks * splits):
-        b = task // (chunks * splits)
-        t0 = ((task // splits) % chunks) * tile_chunk
-        t1 = min(tiles, t0 + tile_chunk)
-        s = task % splits
-        xb = b * img_stride
-        for g in range(s * groups // splits, (s + 1) * groups // splits):
-            ob, nb = _group(g, c_out_blocks)
-            wg = b * w_img_stride + ob * wstep
-            for t in range(t0, t1):
-                p = t * PW_PIXELS
-                # one division per tile (a division per pixel cost as much as the 16 terms
-                # of a 1x1 layer with 16 inputs); pixels past the end read pixel p
-                # (computed, never stored)
-                y = p // ow
-                xo = p - y * ow
-                o0 = xb + y * row_pitch + xo * col_pitch
-                y, xo = _next_pixel(y, xo, ow)
-                o1 = xb + y * row_pitch + xo * col_pitch if p + 1 < pixels else o0
-                y, xo = _next_pixel(y, xo, ow)
-                o2 = xb + y * row_pitch + xo * col_pitch if p + 2 < pixels else o0
-                y, xo = _next_pixel(y, xo, ow)
-                o3 = xb + y * row_pitch + xo * col_pitch if p + 3 < pixels else o0
-                m = min(PW_PIXELS, pixels - p)
-                if nb < PW_BLOCKS:
-                    acc = _tail_tile(x, w, offs, wg, wstep, nb, o0, o1, o2, o3)
-                else:
-                    acc = _zeros12()
-                    for k in range(terms):
-                        off = offs[k]
-                        wi = wg + k * BLOCK
-                        acc = _fma_3x4(
-                            vload(w, wi), vload(w, wi + wstep), vload(w, wi + 2 * wstep), x,
-                            o0 + off, o1 + off, o2 + off, o3 + off, acc,
-                        )  # fmt: skip
-                _store_3x4(out, res, has_res, bias, b, ob, nb, c_out_blocks, plane, p, m, acc,
-                           lov, hiv, nchw_out)  # fmt: skip
+    b = task // (chunks * splits)
+    t0 = ((task // splits) % chunks) * tile_chunk
+    t1 = min(tiles, t0 + tile_chunk)
+    s = task % splits
+    xb = b * img_stride
+    for g in range(s * groups // splits, (s + 1) * groups // splits):
+        ob, nb = _group(g, c_out_blocks)
+        wg = b * w_img_stride + ob * wstep
+        for t in range(t0, t1):
+            p = t * PW_PIXELS
+            # one division per tile (a division per pixel cost as much as the 16 terms
+            # of a 1x1 layer with 16 inputs); pixels past the end read pixel p
+            # (computed, never stored)
+            y = p // ow
+            xo = p - y * ow
+            o0 = xb + y * row_pitch + xo * col_pitch
+            y, xo = _next_pixel(y, xo, ow)
+            o1 = xb + y * row_pitch + xo * col_pitch if p + 1 < pixels else o0
+            y, xo = _next_pixel(y, xo, ow)
+            o2 = xb + y * row_pitch + xo * col_pitch if p + 2 < pixels else o0
+            y, xo = _next_pixel(y, xo, ow)
+            o3 = xb + y * row_pitch + xo * col_pitch if p + 3 < pixels else o0
+            m = min(PW_PIXELS, pixels - p)
+            if nb < PW_BLOCKS:
+                acc = _tail_tile(x, w, offs, wg, wstep, nb, o0, o1, o2, o3)
+            else:
+                acc = _zeros12()
+                for k in range(terms):
+                    off = offs[k]
+                    wi = wg + k * BLOCK
+                    acc = _fma_3x4(
+                        vload(w, wi), vload(w, wi + wstep), vload(w, wi + 2 * wstep), x,
+                        o0 + off, o1 + off, o2 + off, o3 + off, acc,
+                    )  # fmt: skip
+            _store_3x4(out, res, has_res, bias, b, ob, nb, c_out_blocks, plane, p, m, acc,
+                       lov, hiv, nchw_out)  # fmt: skip
 
 
 @njit(inline="always")
@@ -504,63 +575,73 @@ def depthwise_blocked(
         bias: (cb * 8,), :func:`pack_bias`.
         out: (n, cb, oh, ow, 8), flat, written completely.
     """
+    for task in prange(n * cb * oh):
+        depthwise_task(task, x, w, bias, n, cb, h, wi, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow,
+                       lo, hi, out)  # fmt: skip
+
+
+@njit(inline="always")
+def depthwise_task(
+    task, x, w, bias, n, cb, h, wi, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, lo, hi, out
+):  # pragma: no cover - compiled
+    """Task ``task`` of :func:`depthwise_blocked` (same arguments; ``n * cb * oh`` tasks): one
+    output row of one block of channels of one image."""
     lov = vbcast(np.float32(lo))
     hiv = vbcast(np.float32(hi))
     # output columns whose taps all fall inside the image: [x0, x1)
     x0 = min(ow, (pl + sw - 1) // sw)
     x1 = max(x0, min(ow, (wi - 1 - (kw - 1) * dw + pl) // sw + 1))
     taps = kh * kw
-    for task in prange(n * cb * oh):
-        b = task // (cb * oh)
-        k = (task // oh) % cb
-        y = task % oh
-        xk = (b * cb + k) * h * wi * BLOCK
-        wk = k * taps * BLOCK
-        bv = vload(bias, k * BLOCK)
-        ob = ((b * cb + k) * oh + y) * ow * BLOCK
-        # the taps' rows inside the image: [i0, i1)
-        r0 = y * sh - pt
-        i0 = 0
-        while i0 < kh and r0 + i0 * dh < 0:
-            i0 += 1
-        i1 = kh
-        while i1 > i0 and r0 + (i1 - 1) * dh >= h:
-            i1 -= 1
-        xo = 0
-        while xo < ow:
-            if xo >= x0 and xo + DW_PIXELS <= x1:
-                a0 = bv
-                a1 = bv
-                a2 = bv
-                a3 = bv
-                c0 = xo * sw - pl
-                for i in range(i0, i1):
-                    row = xk + ((r0 + i * dh) * wi + c0) * BLOCK
-                    for j in range(kw):
+    b = task // (cb * oh)
+    k = (task // oh) % cb
+    y = task % oh
+    xk = (b * cb + k) * h * wi * BLOCK
+    wk = k * taps * BLOCK
+    bv = vload(bias, k * BLOCK)
+    ob = ((b * cb + k) * oh + y) * ow * BLOCK
+    # the taps' rows inside the image: [i0, i1)
+    r0 = y * sh - pt
+    i0 = 0
+    while i0 < kh and r0 + i0 * dh < 0:
+        i0 += 1
+    i1 = kh
+    while i1 > i0 and r0 + (i1 - 1) * dh >= h:
+        i1 -= 1
+    xo = 0
+    while xo < ow:
+        if xo >= x0 and xo + DW_PIXELS <= x1:
+            a0 = bv
+            a1 = bv
+            a2 = bv
+            a3 = bv
+            c0 = xo * sw - pl
+            for i in range(i0, i1):
+                row = xk + ((r0 + i * dh) * wi + c0) * BLOCK
+                for j in range(kw):
+                    wv = vload(w, wk + (i * kw + j) * BLOCK)
+                    q = row + j * dw * BLOCK
+                    a0 = vfma(wv, vload(x, q), a0)
+                    a1 = vfma(wv, vload(x, q + sw * BLOCK), a1)
+                    a2 = vfma(wv, vload(x, q + 2 * sw * BLOCK), a2)
+                    a3 = vfma(wv, vload(x, q + 3 * sw * BLOCK), a3)
+            o = ob + xo * BLOCK
+            vstore(out, o, vclamp(a0, lov, hiv))
+            vstore(out, o + BLOCK, vclamp(a1, lov, hiv))
+            vstore(out, o + 2 * BLOCK, vclamp(a2, lov, hiv))
+            vstore(out, o + 3 * BLOCK, vclamp(a3, lov, hiv))
+            xo += DW_PIXELS
+        else:
+            a0 = bv
+            c0 = xo * sw - pl
+            for i in range(i0, i1):
+                row = xk + (r0 + i * dh) * wi * BLOCK
+                for j in range(kw):
+                    c = c0 + j * dw
+                    if c >= 0 and c < wi:
                         wv = vload(w, wk + (i * kw + j) * BLOCK)
-                        q = row + j * dw * BLOCK
-                        a0 = vfma(wv, vload(x, q), a0)
-                        a1 = vfma(wv, vload(x, q + sw * BLOCK), a1)
-                        a2 = vfma(wv, vload(x, q + 2 * sw * BLOCK), a2)
-                        a3 = vfma(wv, vload(x, q + 3 * sw * BLOCK), a3)
-                o = ob + xo * BLOCK
-                vstore(out, o, vclamp(a0, lov, hiv))
-                vstore(out, o + BLOCK, vclamp(a1, lov, hiv))
-                vstore(out, o + 2 * BLOCK, vclamp(a2, lov, hiv))
-                vstore(out, o + 3 * BLOCK, vclamp(a3, lov, hiv))
-                xo += DW_PIXELS
-            else:
-                a0 = bv
-                c0 = xo * sw - pl
-                for i in range(i0, i1):
-                    row = xk + (r0 + i * dh) * wi * BLOCK
-                    for j in range(kw):
-                        c = c0 + j * dw
-                        if c >= 0 and c < wi:
-                            wv = vload(w, wk + (i * kw + j) * BLOCK)
-                            a0 = vfma(wv, vload(x, row + c * BLOCK), a0)
-                vstore(out, ob + xo * BLOCK, vclamp(a0, lov, hiv))
-                xo += 1
+                        a0 = vfma(wv, vload(x, row + c * BLOCK), a0)
+            vstore(out, ob + xo * BLOCK, vclamp(a0, lov, hiv))
+            xo += 1
 
 
 @njit(parallel=True, cache=True, error_model="numpy")

@@ -43,13 +43,14 @@ from .conv import (
 )
 from .conv_blocked import (
     BlockedConv2d,
+    bind_global_avg_pool2d_blocked,
     from_blocked,
     global_avg_pool2d_blocked,
     max_pool2d_blocked,
     to_blocked,
 )
 from .conv_plan import Conv2dPlan, plan_conv2d
-from .linear import linear, linear_backward
+from .linear import PackedLinear, linear, linear_backward
 from .loss import cross_entropy, cross_entropy_backward, mse_loss, mse_loss_backward
 from .norm import (
     batch_norm,
@@ -78,6 +79,7 @@ __all__ = [
     "to_blocked",
     "from_blocked",
     "global_avg_pool2d_blocked",
+    "bind_global_avg_pool2d_blocked",
     "max_pool2d_blocked",
     "plan_conv2d",
     "CONV_ALGOS",
@@ -112,6 +114,7 @@ __all__ = [
     "leaky_relu_backward",
     "linear",
     "linear_backward",
+    "PackedLinear",
     "local_response_norm",
     "local_response_norm_backward",
     "log_softmax",

@@ -19,7 +19,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -35,8 +36,11 @@ __all__ = [
     "from_blocked",
     "blocked_shape",
     "global_avg_pool2d_blocked",
+    "bind_global_avg_pool2d_blocked",
     "max_pool2d_blocked",
     "BlockedGemmConv",
+    "ChainLayer",
+    "run_chained",
 ]
 
 BLOCK = 8
@@ -99,19 +103,51 @@ def from_blocked(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     return out
 
 
-def global_avg_pool2d_blocked(x: np.ndarray) -> np.ndarray:
-    """The blocked (n, c/8, h, w, 8) array -> its (n, c, 1, 1) mean over h and w (NCHW)."""
+def global_avg_pool2d_blocked(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """The blocked (n, c/8, h, w, 8) array -> its (n, c, 1, 1) mean over h and w (NCHW),
+    written into ``out`` when given (a contiguous float32 array of that shape)."""
     _check_float32("global_avg_pool2d_blocked", x, 5)
     if x.shape[4] != BLOCK:
         raise ValueError(f"global_avg_pool2d_blocked: the last dimension must be {BLOCK}, got "
                          f"{x.shape}")  # fmt: skip
     n, cb, h, w, _ = x.shape
-    out = np.empty((n, cb * BLOCK, 1, 1), np.float32)
+    shape = (n, cb * BLOCK, 1, 1)
+    if out is None:
+        out = np.empty(shape, np.float32)
+    elif out.shape != shape or out.dtype != _F32 or not out.flags.c_contiguous:
+        raise ValueError(f"global_avg_pool2d_blocked: out must be a contiguous float32 {shape}, "
+                         f"got {out.dtype} {out.shape}")  # fmt: skip
     _KERNELS.sync_threads()
     _KERNELS.global_avg_pool_blocked(
         np.ascontiguousarray(x).reshape(-1), n, cb, h * w, out.reshape(-1)
     )
     return out
+
+
+def bind_global_avg_pool2d_blocked(x: np.ndarray, out: np.ndarray) -> Callable[[], None] | None:
+    """``global_avg_pool2d_blocked(x, out)`` prepared for these very arrays: a call without
+    arguments (with ``.chain_layer``, so that a compiled model chains it after the blocked
+    convolutions before it), or None when they do not fit."""
+    ok = all(isinstance(a, np.ndarray) and a.dtype == _F32 and a.flags.c_contiguous
+             for a in (x, out))  # fmt: skip
+    if not ok or x.ndim != 5 or x.shape[4] != BLOCK or x.shape[0] < 1:
+        return None
+    n, cb, h, w, _ = x.shape
+    if out.shape != (n, cb * BLOCK, 1, 1):
+        return None
+    from ..kernels import chain
+
+    k = _KERNELS
+    args = (x.reshape(-1), n, cb, h * w, out.reshape(-1))
+
+    def run() -> None:
+        k.sync_threads()
+        k.global_avg_pool_blocked(*args)
+
+    threads = config.get_num_threads()
+    row = chain.global_avg_pool_row(*args[:4], threads, args[4])
+    run.chain_layer = ChainLayer(row, -np.inf, np.inf, threads, args)
+    return run
 
 
 def max_pool2d_blocked(
@@ -141,6 +177,46 @@ def max_pool2d_blocked(
             p.pw, p.dh, p.dw, p.oh, p.ow, out.reshape(-1),
         )  # fmt: skip
     return out
+
+
+class ChainLayer(NamedTuple):
+    """A bound blocked convolution as one layer of a chain (``BlockedConv2d.bind(...)``'s
+    ``.chain_layer``): its ``kernels.chain`` table row, clamp, the thread count the row's
+    claims were sized for, and the arrays whose addresses the row holds (kept alive)."""
+
+    row: np.ndarray
+    lo: float
+    hi: float
+    threads: int
+    arrays: tuple
+
+
+def run_chained(layers: Sequence[ChainLayer]) -> Callable[[], None]:
+    """One call without arguments that runs bound blocked convolutions in order, as one
+    parallel region (``kernels.chain``): what calling each layer's bound ``run()`` in turn
+    does, without waking the threads for each layer. The layers' arrays must stay as they
+    were bound (a compiled model's arena)."""
+    from ..kernels import chain, sync_threads
+
+    if not layers:
+        raise ValueError("run_chained: no layers")
+    threads = {layer.threads for layer in layers}
+    if len(threads) != 1:
+        raise ValueError(f"run_chained: layers bound at different thread counts {threads}")
+    table = np.stack([layer.row for layer in layers])
+    clamps = np.array([(layer.lo, layer.hi) for layer in layers], np.float64)
+    sync = np.zeros(2 * len(layers), np.int64)
+    n_threads = threads.pop()
+    kernel = chain.run_chain
+    keep = tuple(layer.arrays for layer in layers)
+
+    def run() -> None:
+        sync_threads()
+        sync.fill(0)
+        kernel(table, clamps, sync, n_threads)
+
+    run.arrays = keep  # the table holds their addresses
+    return run
 
 
 def gemm_work_split(pixels: int, terms: int, out_blocks: int, n: int, threads: int) -> tuple:
@@ -345,7 +421,29 @@ class BlockedConv2d:
             sync()
             kernel(*args)
 
+        run.chain_layer = self._chain_layer(kernel, args)
         return run
+
+    def _chain_layer(self, kernel, args: tuple) -> ChainLayer:
+        """The call ``kernel(*args)`` as a layer of a chain (:func:`run_chained`)."""
+        from ..kernels import chain
+
+        k = self._kernels
+        threads = config.get_num_threads()
+        if kernel is k.depthwise_blocked:
+            *head, lo, hi, out = args
+            row = chain.depthwise_row(*head, threads, out)
+        elif kernel is k.pointwise_blocked:
+            x, w, bias, res, has_res, n, c_in, cbo, pixels, chunk, splits, offs, lo, hi, out = args
+            row = chain.pointwise_row(x, w, bias, res, has_res, n, c_in, cbo, pixels, chunk,
+                                      splits, offs, threads, out)  # fmt: skip
+        else:
+            (x, img_stride, offs, row_pitch, col_pitch, ow, w, bias, res, has_res, n, cbo, pixels,
+             chunk, splits, lo, hi, out, w_img_stride, nchw_out) = args  # fmt: skip
+            row = chain.gemm_row(x, img_stride, offs, row_pitch, col_pitch, ow, w, bias, res,
+                                 has_res, n, cbo, pixels, chunk, splits, w_img_stride, nchw_out,
+                                 threads, out)  # fmt: skip
+        return ChainLayer(row, float(lo), float(hi), threads, args)
 
     def _run(self, x, out, bias, lo, hi, residual=None) -> np.ndarray:
         """Run the kernel on checked arrays with this bias (packed) and clamp."""

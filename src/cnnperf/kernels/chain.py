@@ -1,0 +1,162 @@
+"""A chain of blocked convolutions run in one parallel region: :func:`run_chain`.
+
+MobileNetV2 at batch 1 is 52 blocked convolutions of 0.03-0.15 ms each. Run one parallel
+region per layer, each layer paid for waking the sleeping OpenMP threads (about 8 us with
+``OMP_WAIT_POLICY=PASSIVE``), for the join at its end, and for the imbalance of a static
+split: on the 2-core development machine 50 layers of eight ~2 us tasks took 1.5 ms as
+separate regions and 0.44 ms as one chain (an isolated test, interleaved medians of 500).
+
+In the chain every thread walks the same list of layers. It claims a layer's tasks from an
+atomic counter (``claim`` at a time) and runs them; a layer starts only when every task of
+the layer before it is done (a second counter), so a layer sees all of its inputs written and
+may overwrite any buffer the layers before it read (the memory plan's reuse). A thread that
+wakes late joins wherever the others are; no thread waits for another's wake-up except at the
+region's end. Waiting is only ever for tasks that a running thread has claimed, so a region
+with fewer threads than ``threads`` (one thread running every prange iteration in turn)
+completes too.
+
+A layer is one row of an int64 table (:func:`pointwise_row`, :func:`gemm_row`,
+:func:`depthwise_row`, :func:`global_avg_pool_row` build them) holding its arrays' addresses:
+the caller keeps the arrays alive while the table is used.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .atomics import atomic_add, atomic_load, cpu_pause, f32_view, i64_view
+from .blocked import depthwise_task, gemm_conv_task, global_avg_pool_task, pointwise_task
+
+__all__ = [
+    "run_chain",
+    "pointwise_row",
+    "gemm_row",
+    "depthwise_row",
+    "global_avg_pool_row",
+    "ROW",
+    "claim_size",
+]
+
+POINTWISE, GEMM, DEPTHWISE, GLOBAL_AVG_POOL = 0, 1, 2, 3
+# Columns: kind, tasks, claim, then (address, size) of x, w, bias, res, out, offs, then
+# has_res, then the kind's integer arguments.
+_X, _W, _B, _R, _O, _OFFS, _HAS_RES, _ARGS = 3, 5, 7, 9, 11, 13, 15, 16
+ROW = _ARGS + 14  # depthwise has the most integer arguments
+
+
+def claim_size(tasks: int, threads: int) -> int:
+    """Tasks a thread claims at a time: about 16 claims per thread per layer (a claim is one
+    contended atomic add, ~0.1 us; a depthwise task can be a row of 7 pixels)."""
+    return max(1, tasks // (16 * max(1, threads)))
+
+
+def _row(kind: int, tasks: int, threads: int, arrays: dict, has_res: bool, args) -> np.ndarray:
+    row = np.zeros(ROW, np.int64)
+    row[0], row[1], row[2] = kind, tasks, claim_size(tasks, threads)
+    for col, name in ((_X, "x"), (_W, "w"), (_B, "bias"), (_R, "res"), (_O, "out"),
+                      (_OFFS, "offs")):  # fmt: skip
+        a = arrays.get(name)
+        if a is None:
+            continue
+        if not (a.ndim == 1 and a.flags.c_contiguous):
+            raise ValueError(f"chain: {name} must be a flat contiguous array")
+        row[col], row[col + 1] = a.ctypes.data, a.size
+    row[_HAS_RES] = int(has_res)
+    row[_ARGS : _ARGS + len(args)] = args
+    return row
+
+
+def pointwise_row(x, w, bias, res, has_res, n, c_in, c_out_blocks, pixels, tile_chunk, splits,
+                  offs, threads, out) -> np.ndarray:  # fmt: skip
+    """A chain row for ``blocked.pointwise_blocked`` (same arguments; ``res`` may be None)."""
+    from .blocked import PW_PIXELS
+
+    tiles = -(-pixels // PW_PIXELS)
+    tasks = n * -(-tiles // tile_chunk) * splits
+    arrays = dict(x=x, w=w, bias=bias, res=res if has_res else None, out=out, offs=offs)
+    return _row(POINTWISE, tasks, threads, arrays, has_res,
+                (n, c_in, c_out_blocks, pixels, tile_chunk, splits))  # fmt: skip
+
+
+def gemm_row(x, img_stride, offs, row_pitch, col_pitch, ow, w, bias, res, has_res, n,
+             c_out_blocks, pixels, tile_chunk, splits, w_img_stride, nchw_out, threads,
+             out) -> np.ndarray:  # fmt: skip
+    """A chain row for ``blocked.gemm_conv_blocked`` (same arguments; ``res`` may be None)."""
+    from .blocked import PW_PIXELS
+
+    tiles = -(-pixels // PW_PIXELS)
+    tasks = n * -(-tiles // tile_chunk) * splits
+    arrays = dict(x=x, w=w, bias=bias, res=res if has_res else None, out=out, offs=offs)
+    return _row(GEMM, tasks, threads, arrays, has_res,
+                (img_stride, row_pitch, col_pitch, ow, n, c_out_blocks, pixels, tile_chunk,
+                 splits, w_img_stride, int(nchw_out)))  # fmt: skip
+
+
+def depthwise_row(x, w, bias, n, cb, h, wi, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, threads,
+                  out) -> np.ndarray:  # fmt: skip
+    """A chain row for ``blocked.depthwise_blocked`` (same arguments)."""
+    return _row(DEPTHWISE, n * cb * oh, threads, dict(x=x, w=w, bias=bias, out=out), False,
+                (n, cb, h, wi, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow))  # fmt: skip
+
+
+def global_avg_pool_row(x, n, cb, pixels, threads, out) -> np.ndarray:
+    """A chain row for ``blocked.global_avg_pool_blocked`` (same arguments)."""
+    return _row(GLOBAL_AVG_POOL, n * cb, threads, dict(x=x, out=out), False, (pixels,))
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def run_chain(table, clamps, sync, threads):  # pragma: no cover - compiled
+    """Run the layers of ``table`` (rows from the ``*_row`` builders) in order, in one
+    parallel region of ``threads`` prange iterations.
+
+    Args:
+        table: (layers, ROW) int64.
+        clamps: (layers, 2) float64, each layer's (lo, hi).
+        sync: (2 * layers,) int64, zeros: per layer, the next task to claim and the tasks
+            done. Left at (tasks + claims, tasks) per layer: zero it before the next run.
+        threads: prange iterations (the threads expected to share the work).
+    """
+    layers = table.shape[0]
+    for _ in prange(threads):
+        for i in range(layers):
+            if i > 0:
+                before = table[i - 1, 1]
+                while atomic_load(sync, 2 * i - 1) < before:
+                    cpu_pause()
+            _run_layer(table[i], clamps[i, 0], clamps[i, 1], sync, 2 * i)
+
+
+@njit(cache=True, error_model="numpy")
+def _run_layer(row, lo, hi, sync, at):  # pragma: no cover - compiled
+    """Claim and run tasks of one layer until none are left (sync[at]: next task,
+    sync[at + 1]: tasks done)."""
+    kind, tasks, claim = row[0], row[1], row[2]
+    x = f32_view(row[_X], row[_X + 1])
+    w = f32_view(row[_W], row[_W + 1])
+    bias = f32_view(row[_B], row[_B + 1])
+    out = f32_view(row[_O], row[_O + 1])
+    has_res = row[_HAS_RES] != 0
+    res = f32_view(row[_R], row[_R + 1]) if has_res else out
+    offs = i64_view(row[_OFFS], row[_OFFS + 1])
+    a = row[_ARGS:]
+    while True:
+        t0 = atomic_add(sync, at, claim)
+        if t0 >= tasks:
+            return
+        t1 = min(tasks, t0 + claim)
+        for task in range(t0, t1):
+            if kind == POINTWISE:
+                pointwise_task(task, x, w, bias, res, has_res, a[0], a[1], a[2], a[3], a[4],
+                               a[5], offs, lo, hi, out)  # fmt: skip
+            elif kind == GEMM:
+                gemm_conv_task(task, x, a[0], offs, a[1], a[2], a[3], w, bias, res, has_res,
+                               a[4], a[5], a[6], a[7], a[8], lo, hi, out, a[9],
+                               a[10] != 0)  # fmt: skip
+            elif kind == GLOBAL_AVG_POOL:
+                global_avg_pool_task(task, x, a[0], out)
+            else:
+                depthwise_task(task, x, w, bias, a[0], a[1], a[2], a[3], a[4], a[5], a[6],
+                               a[7], a[8], a[9], a[10], a[11], a[12], a[13], lo, hi,
+                               out)  # fmt: skip
+        atomic_add(sync, at + 1, t1 - t0)
