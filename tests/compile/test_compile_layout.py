@@ -274,6 +274,12 @@ def test_a_classifier_head_chains_its_average_pool_and_packs_its_linear_layer():
     program = dict(zip(names, model._local.arenas[1].programs[_threads()], strict=True))
     assert all(program[v] is _noop for v in ("d1", "p1", "pool"))
     assert len(program["e1"].arrays) == 4  # e1, d1, p1 and the pool in one region
+    # the run loop skips the chained steps, except to name the pool's buffer for flatten
+    entries, consts = model._local.arenas[1].plans[_threads()]
+    run = {names[e[0]]: e for e in entries}
+    assert "d1" not in run and "p1" not in run
+    assert run["pool"][2] == "pool" and run["e1"][2] is None
+    assert consts == {}  # the unbound steps (flatten, the gemm) hold their constants
 
 
 def _threads() -> int:

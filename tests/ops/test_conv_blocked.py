@@ -135,6 +135,45 @@ def test_nchw_input_any_conv_against_reference_and_torch(x_shape, w_shape, kwarg
     assert_rel_close(y, _torch(x, w, b, lo, hi, **kwargs), 1e-4, "vs torch")
 
 
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs",
+    [
+        ((1, 3, 2, 2), (8, 3, 3, 3), dict(padding=3)),  # outputs whose every tap is padding
+        ((2, 2, 5, 3), (16, 2, 5, 5), dict(padding=2)),  # no output with all taps inside
+        ((2, 4, 11, 13), (24, 4, 3, 3), dict(stride=3, padding=2, dilation=2)),
+        ((1, 3, 9, 10), (56, 3, 3, 3), dict(padding=((2, 0), (0, 3)))),  # 7 blocks: 3 + 2 + 2
+        ((1, 3, 24, 23), (64, 3, 7, 7), dict(stride=2, padding=3)),  # ResNet's stem
+    ],
+)
+def test_a_padded_nchw_input_is_read_in_place_with_the_padded_gemms_sums(
+    x_shape, w_shape, kwargs, monkeypatch
+):
+    """direct_conv_blocked skips the taps in the padding: every output is the padded GEMM's
+    sum in the same order without its zero products, so the two agree bit for bit (random
+    data: no exact zeros), and both agree with the reference and PyTorch."""
+    from cnnperf.ops import conv_blocked
+    from cnnperf.ops.conv_blocked import _KERNELS
+
+    monkeypatch.setattr(conv_blocked, "DIRECT_MIN_WIDTH", 1)  # these narrow outputs too
+    x, w, b = _data(x_shape, w_shape, seed=w_shape[0] + w_shape[2])
+    conv = BlockedConv2d(w, b, input_shape=x.shape, input_layout="nchw", activation="relu6",
+                         **kwargs)  # fmt: skip
+    assert conv.direct
+    got = conv(x)
+    via_padded = np.empty_like(got)
+    xp = conv._padded(x)
+    args = conv._gemm_args(xp.reshape(-1), xp[0].size, conv.offs, via_padded.reshape(-1),
+                           conv.bias, conv.lo, conv.hi, x.shape[0], None, False)  # fmt: skip
+    _KERNELS.gemm_conv_blocked(*args)
+    np.testing.assert_array_equal(got, via_padded)
+    expected = np.clip(reference.conv2d(x, w, b, **kwargs), 0, 6)
+    assert_rel_close(from_blocked(got), expected, TOL, "vs reference")
+    assert_rel_close(from_blocked(got), _torch(x, w, b, 0, 6, **kwargs), 1e-4, "vs torch")
+    # the blocked_gemm algorithm's NCHW stores read it the same way
+    y = ops.conv2d(x, w, b, algo="blocked_gemm", activation="relu6", **kwargs)
+    np.testing.assert_array_equal(y, from_blocked(got))
+
+
 def test_nchw_input_with_a_residual():
     x, w, b = _data((2, 3, 9, 10), (16, 3, 3, 3), seed=4)
     r = np.random.default_rng(5).standard_normal((2, 16, 9, 10)).astype(np.float32)
@@ -290,11 +329,14 @@ def test_bad_inputs_are_refused():
         ("pointwise+residual", (16, 16, 1, 1), dict(activation="relu6"), "nchw8c"),
         ("depthwise", (16, 1, 3, 3), dict(groups=16, padding=1, stride=2), "nchw8c"),
         ("gemm", (32, 5, 3, 3), dict(stride=2, activation="relu"), "nchw"),  # unpadded
+        ("direct", (16, 3, 3, 3), dict(padding=1, activation="relu6"), "wide nchw"),
     ],
 )
 def test_bind_reruns_the_call_on_the_arrays_current_contents(kind, w_shape, kwargs, layout):
     c_in = w_shape[1] * kwargs.get("groups", 1)
-    x, w, b = _data((2, c_in, 7, 9), w_shape, seed=len(kind))
+    width = 9 if layout != "wide nchw" else 60  # wide padded outputs: direct_conv_blocked
+    layout = layout.split()[-1]
+    x, w, b = _data((2, c_in, 7, width), w_shape, seed=len(kind))
     conv = BlockedConv2d(w, b, input_shape=x.shape, input_layout=layout, **kwargs)
     xin = to_blocked(x) if layout == "nchw8c" else x.copy()
     residual = None
@@ -303,6 +345,7 @@ def test_bind_reruns_the_call_on_the_arrays_current_contents(kind, w_shape, kwar
     out = np.full(conv.output_shape(2), np.nan, np.float32)
     run = conv.bind(xin, out, residual)
     assert run is not None
+    assert (kind == "direct") == getattr(conv, "direct", False)
     for seed in (3, 4):  # new contents in the same arrays: the bound call reads them
         xin[...] = np.random.default_rng(seed).standard_normal(xin.shape)
         assert run() is None
@@ -323,11 +366,17 @@ def test_bind_refuses_arrays_it_cannot_run_on():
     dw_out = np.empty((2, 1, 2, 2, 8), np.float32)
     assert dw.bind(x, dw_out) is not None
     assert dw.bind(x, dw_out, residual=dw_out.copy()) is None  # no residual in depthwise
-    # an NCHW input that needs a zero-padded copy each call is left to __call__
-    padded = BlockedConv2d(np.ones((8, 3, 3, 3), np.float32), padding=1, input_shape=(1, 3, 4, 4),
-                           input_layout="nchw")  # fmt: skip
-    x3, out3 = np.ones((1, 3, 4, 4), np.float32), np.empty((1, 1, 4, 4, 8), np.float32)
-    assert padded.bind(x3, out3) is None
+    # a padded NCHW input is read as it is (direct_conv_blocked): bound like the others
+    padded = BlockedConv2d(np.ones((8, 3, 3, 3), np.float32), padding=1,
+                           input_shape=(1, 3, 4, 60), input_layout="nchw")  # fmt: skip
+    x3, out3 = np.ones((1, 3, 4, 60), np.float32), np.empty((1, 1, 4, 60, 8), np.float32)
+    assert padded.direct and padded.bind(x3, out3) is not None
+    assert padded.bind(x3, out3[:, :, :3]) is None
+    # narrower padded outputs run the GEMM on a padded copy made per call: left to __call__
+    narrow = BlockedConv2d(np.ones((8, 3, 3, 3), np.float32), padding=1,
+                           input_shape=(1, 3, 4, 4), input_layout="nchw")  # fmt: skip
+    assert not narrow.direct
+    assert narrow.bind(x3[..., :4], out3[..., :4, :]) is None
 
 
 @pytest.mark.parametrize(
@@ -381,3 +430,23 @@ def test_max_pool_of_a_blocked_input_checks_its_arguments():
     with pytest.raises(ValueError, match="too small"):
         ops.max_pool2d_blocked(xb, 5)
     assert ops.max_pool2d_blocked(xb[:0], 2).shape == (0, 8, 2, 2)
+
+
+def test_max_pool_of_a_blocked_input_into_out_and_bound():
+    x = np.random.default_rng(8).standard_normal((2, 16, 9, 10)).astype(np.float32)
+    xb = to_blocked(x)
+    want = ops.max_pool2d_blocked(xb, 3, 2, 1)
+    out = np.full(want.shape, np.nan, np.float32)
+    assert ops.max_pool2d_blocked(xb, 3, 2, 1, out=out) is out
+    np.testing.assert_array_equal(out, want)
+    with pytest.raises(ValueError, match="out must be"):
+        ops.max_pool2d_blocked(xb, 3, 2, 1, out=out[:1])
+    out.fill(np.nan)
+    run = ops.bind_max_pool2d_blocked(xb, out, 3, 2, 1)
+    xb *= -1  # the bound call reads the array's contents when it runs
+    assert run() is None
+    np.testing.assert_array_equal(out, ops.max_pool2d_blocked(xb, 3, 2, 1))
+    assert ops.bind_max_pool2d_blocked(xb, out[:, :8], 3, 2, 1) is None
+    assert ops.bind_max_pool2d_blocked(xb, out.astype(np.float64), 3, 2, 1) is None
+    assert ops.bind_max_pool2d_blocked(xb[:, :, ::2], out, 3, 2, 1) is None
+    assert ops.bind_max_pool2d_blocked(xb, out, 3, 2, 2) is None  # bad arguments: no call

@@ -39,7 +39,7 @@ _LANDS = object()  # a program entry: run the step as usual, its result in its p
 class _Arena:
     """One batch size's planned buffers: the arena and each planned value's view of it."""
 
-    __slots__ = ("memory", "views", "programs")
+    __slots__ = ("memory", "views", "programs", "plans")
 
     def __init__(self, plan: MemoryPlan, shapes: dict, batch: int) -> None:
         raw = np.empty(plan.arena_span_bytes + ARENA_ALIGN, np.uint8)
@@ -53,8 +53,9 @@ class _Arena:
                 self.memory[off : off + plan.value_bytes[v]].view(np.float32).reshape(shape)
             )
         # per thread count: each step's call bound to these buffers, _LANDS or None
-        # (CompiledModel._bind)
+        # (CompiledModel._bind), and the run loop's entries made from it (CompiledModel._plan)
         self.programs: dict[int, list] = {}
+        self.plans: dict[int, tuple] = {}
 
 
 def _noop() -> None:
@@ -149,8 +150,8 @@ class CompiledModel:
         """Run the graph on ``feeds`` (input name -> array); returns output name -> array."""
         env = self._check_inputs(feeds)
         arena = self._arena(env) if self.planned_buffers and self._writable else None
-        env.update(self.graph.initializers)
         if arena is None:
+            env.update(self.graph.initializers)
             for fn, args, outs, free in self._steps:
                 results = fn(*(env[a] for a in args))
                 env.update(zip(outs, results, strict=True))
@@ -159,18 +160,23 @@ class CompiledModel:
             return {k: env[k] for k in self.output_names}
         views, memory = arena.views, arena.memory
         threads = config.get_num_threads()
-        program = arena.programs.get(threads)
-        if program is None:
+        plan = arena.plans.get(threads)
+        if plan is None:
             program = arena.programs[threads] = self._bind(arena)
+            plan = arena.plans[threads] = self._plan(program, arena)
+        entries, consts = plan
+        env.update(consts)
         # (the per-step Python here is paid by every layer of a network at batch 1)
-        steps = zip(self._steps, self._into, self._guard, program, strict=True)
-        for (fn, args, outs, free), into, guard, bound in steps:
+        for i, bound, name, view, free in entries:
             if bound is not None and bound is not _LANDS:
                 bound()
-                env[outs[0]] = views[outs[0]]
+                if name is not None:
+                    env[name] = view
                 for v in free:
                     del env[v]
                 continue
+            fn, args, outs, _ = self._steps[i]
+            into, guard = self._into[i], self._guard[i]
             out = views.get(outs[0]) if into is not None else None
             if out is not None:
                 results = into(out, *[env[a] for a in args])
@@ -193,6 +199,36 @@ class CompiledModel:
             k: np.array(env[k], copy=True) if np.may_share_memory(env[k], memory) else env[k]
             for k in self.output_names
         }
+
+    def _plan(self, program: list, arena: _Arena) -> tuple[list, dict]:
+        """The run loop's entries for ``program``: per step ``(index, bound, name, view,
+        frees)``, where a bound step's value is put in the environment (``name``, its planned
+        buffer ``view``) only if an unbound step or the caller reads it, frees list only values
+        the environment holds, and a chained step (``_noop``) with neither is left out; and the
+        constants that unbound steps read (bound calls hold theirs)."""
+        unbound = [p is None or p is _LANDS for p in program]
+        needed = set(self.graph.outputs)
+        for (_, args, _, _), u in zip(self._steps, unbound, strict=True):
+            if u:
+                needed.update(args)
+        held = set(self.graph.inputs)  # values the environment holds during a run
+        entries = []
+        for i, ((_, _, outs, free), bound) in enumerate(zip(self._steps, program, strict=True)):
+            if unbound[i]:
+                held.update(outs)
+                name = view = None
+            else:
+                name = outs[0] if outs[0] in needed else None
+                view = arena.views[outs[0]]
+                if name is not None:
+                    held.add(name)
+            frees = [v for v in free if v in held]
+            if bound is _noop and name is None and not frees:
+                continue
+            entries.append((i, bound, name, view, frees))
+        inits = self.graph.initializers
+        consts = {v: inits[v] for v in needed if v in inits}
+        return entries, consts
 
     def _bind(self, arena: _Arena) -> list:
         """Per step: its kernel bound to the arena's buffers (``fn.bind``) where the step

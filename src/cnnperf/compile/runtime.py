@@ -219,6 +219,16 @@ def _pool(node: Node, graph: Graph, shapes: dict) -> Kernel:
         def blocked(x):
             return (ops.max_pool2d_blocked(x, kernel, stride, (pt, pl), dil, ceil),)
 
+        def into(out, x):
+            try:
+                return (ops.max_pool2d_blocked(x, kernel, stride, (pt, pl), dil, ceil, out),)
+            except ValueError:  # not its shape: allocate (or raise the argument error)
+                return blocked(x)
+
+        def bind(out, x):
+            return ops.bind_max_pool2d_blocked(x, out, kernel, stride, (pt, pl), dil, ceil)
+
+        blocked.into, blocked.bind = into, bind
         return blocked, node.inputs
     if symmetric and kind == "max":
         return (lambda x: (ops.max_pool2d(x, kernel, stride, (pt, pl), dil, ceil),)), node.inputs

@@ -64,6 +64,7 @@ __all__ = [
     "pack_bias",
     "pointwise_blocked",
     "gemm_conv_blocked",
+    "direct_conv_blocked",
     "depthwise_blocked",
     "global_avg_pool_blocked",
     "max_pool_blocked",
@@ -383,6 +384,179 @@ def gemm_conv_task(
                     )  # fmt: skip
             _store_3x4(out, res, has_res, bias, b, ob, nb, c_out_blocks, plane, p, m, acc,
                        lov, hiv, nchw_out)  # fmt: skip
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def direct_conv_blocked(
+    x, img_stride, c_in, h, w, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, wt, bias, res, has_res, n,
+    c_out_blocks, rows, splits, lo, hi, out, nchw_out
+):  # fmt: skip  # pragma: no cover - compiled
+    """:func:`gemm_conv_blocked`'s convolution of an NCHW input read as it is, unpadded: the
+    taps that fall in the padding are skipped instead of read as zeros from a padded copy.
+
+    Each output row computes the kernel rows that fall inside the image; its pixels whose
+    taps all lie inside the image's columns run the 4-pixel tile (``_direct_tile``), the few
+    at the left and right edges one at a time with their columns clipped
+    (``_direct_pixel``). Terms run in the padded GEMM's order (channel, kernel row, kernel
+    column), so every output is the same sum in the same order as there, minus the padding's
+    zero products.
+
+    Args:
+        x: the (n, c_in, h, w) input, flat; image ``b`` starts at ``b * img_stride``.
+        kh, kw, sh, sw, pt, pl, dh, dw: kernel, stride, top/left padding, dilation (the
+            bottom/right padding follows from ``oh``, ``ow``).
+        wt: :func:`pack_gemm_weight`'s (blocks, c_in*kh*kw, 8) weight.
+        bias, res, has_res, lo, hi, out, nchw_out: as :func:`gemm_conv_blocked`'s.
+        rows: output rows per task; splits: the groups of output blocks are dealt out to this
+            many tasks per row chunk.
+    """
+    for task in prange(direct_tasks(n, oh, rows, splits)):
+        direct_conv_task(task, x, img_stride, c_in, h, w, kh, kw, sh, sw, pt, pl, dh, dw, oh,
+                         ow, wt, bias, res, has_res, n, c_out_blocks, rows, splits, lo, hi, out,
+                         nchw_out)  # fmt: skip
+
+
+@njit(cache=True)
+def direct_tasks(n, oh, rows, splits):  # pragma: no cover - compiled
+    """The number of tasks of :func:`direct_conv_blocked`."""
+    return n * ((oh + rows - 1) // rows) * splits
+
+
+@njit(inline="always")
+def direct_conv_task(
+    task, x, img_stride, c_in, h, w, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, wt, bias, res,
+    has_res, n, c_out_blocks, rows, splits, lo, hi, out, nchw_out
+):  # fmt: skip  # pragma: no cover - compiled
+    """Task ``task`` of :func:`direct_conv_blocked`: ``rows`` output rows of one image for one
+    share of the groups of output blocks."""
+    chunks = (oh + rows - 1) // rows
+    groups = (c_out_blocks + PW_BLOCKS - 1) // PW_BLOCKS
+    wstep = c_in * kh * kw * BLOCK
+    plane = oh * ow * BLOCK
+    lov = vbcast(np.float32(lo))
+    hiv = vbcast(np.float32(hi))
+    b = task // (chunks * splits)
+    y_first = ((task // splits) % chunks) * rows
+    s = task % splits
+    xb = b * img_stride
+    # output columns whose taps all fall inside the image: [x0, x1)
+    x0 = min(ow, (pl + sw - 1) // sw)
+    x1 = max(x0, min(ow, (w - 1 - (kw - 1) * dw + pl) // sw + 1))
+    for g in range(s * groups // splits, (s + 1) * groups // splits):
+        ob, nb = _group(g, c_out_blocks)
+        wg = ob * wstep  # the group's weights stay in cache while its rows run
+        for y in range(y_first, min(oh, y_first + rows)):
+            r0 = y * sh - pt
+            i0 = 0  # the kernel rows inside the image: [i0, i1)
+            while i0 < kh and r0 + i0 * dh < 0:
+                i0 += 1
+            i1 = kh
+            while i1 > i0 and r0 + (i1 - 1) * dh >= h:
+                i1 -= 1
+            xo = 0
+            while xo < ow:
+                p = y * ow + xo
+                if xo >= x0 and xo < x1:
+                    m = min(PW_PIXELS, x1 - xo)
+                    o0 = xb + r0 * w + xo * sw - pl
+                    # pixels past the interior read pixel xo (computed, never stored)
+                    o1 = o0 + sw if m > 1 else o0
+                    o2 = o0 + 2 * sw if m > 2 else o0
+                    o3 = o0 + 3 * sw if m > 3 else o0
+                    acc = _direct_tile(x, wt, wg, wstep, nb, o0, o1, o2, o3, c_in, h, w, kh, kw,
+                                       dh, dw, i0, i1)  # fmt: skip
+                else:
+                    m = 1
+                    c0 = xo * sw - pl
+                    j0 = 0  # the kernel columns inside the image: [j0, j1)
+                    while j0 < kw and c0 + j0 * dw < 0:
+                        j0 += 1
+                    j1 = kw
+                    while j1 > j0 and c0 + (j1 - 1) * dw >= w:
+                        j1 -= 1
+                    acc = _direct_pixel(x, wt, wg, wstep, xb + r0 * w + c0, c_in, h, w, kh, kw,
+                                        dh, dw, i0, i1, j0, j1)  # fmt: skip
+                _store_3x4(out, res, has_res, bias, b, ob, nb, c_out_blocks, plane, p, m, acc,
+                           lov, hiv, nchw_out)  # fmt: skip
+                xo += m
+
+
+@njit(inline="always")
+def _direct_tile(
+    x, wt, wg, wstep, nb, o0, o1, o2, o3, c_in, h, w, kh, kw, dh, dw, i0, i1
+):  # pragma: no cover - compiled
+    """The 4-pixel tile's accumulators over kernel rows [i0, i1) of every channel: 3 blocks
+    (12 accumulators), or 2 for a group of 1-2 blocks (the third block's would be wasted
+    FMAs; a 1-block group computes its neighbour's weights too, never stored). Packed
+    weights have a multiple of 3 blocks, so the blocks read always exist."""
+    if nb == PW_BLOCKS:
+        acc = _zeros12()
+        for c in range(c_in):
+            for i in range(i0, i1):
+                row = c * h * w + i * dh * w
+                wi = wg + ((c * kh + i) * kw) * BLOCK
+                for j in range(kw):
+                    o = row + j * dw
+                    acc = _fma_3x4(
+                        vload(wt, wi), vload(wt, wi + wstep), vload(wt, wi + 2 * wstep), x,
+                        o0 + o, o1 + o, o2 + o, o3 + o, acc,
+                    )  # fmt: skip
+                    wi += BLOCK
+        return acc
+    a00 = vzero()
+    a01 = vzero()
+    a02 = vzero()
+    a03 = vzero()
+    a10 = vzero()
+    a11 = vzero()
+    a12 = vzero()
+    a13 = vzero()
+    for c in range(c_in):
+        for i in range(i0, i1):
+            row = c * h * w + i * dh * w
+            wi = wg + ((c * kh + i) * kw) * BLOCK
+            for j in range(kw):
+                o = row + j * dw
+                w0 = vload(wt, wi)
+                w1 = vload(wt, wi + wstep)
+                xv = vbcast_load(x, o0 + o)
+                a00 = vfma(w0, xv, a00)
+                a10 = vfma(w1, xv, a10)
+                xv = vbcast_load(x, o1 + o)
+                a01 = vfma(w0, xv, a01)
+                a11 = vfma(w1, xv, a11)
+                xv = vbcast_load(x, o2 + o)
+                a02 = vfma(w0, xv, a02)
+                a12 = vfma(w1, xv, a12)
+                xv = vbcast_load(x, o3 + o)
+                a03 = vfma(w0, xv, a03)
+                a13 = vfma(w1, xv, a13)
+                wi += BLOCK
+    z = vzero()
+    return (a00, a01, a02, a03, a10, a11, a12, a13, z, z, z, z)
+
+
+@njit(inline="always")
+def _direct_pixel(
+    x, wt, wg, wstep, o0, c_in, h, w, kh, kw, dh, dw, i0, i1, j0, j1
+):  # pragma: no cover - compiled
+    """One edge pixel's accumulators (3 blocks) over kernel rows [i0, i1) and columns
+    [j0, j1), at the tile's pixel-0 positions of the 12."""
+    a0 = vzero()
+    a1 = vzero()
+    a2 = vzero()
+    for c in range(c_in):
+        for i in range(i0, i1):
+            row = o0 + c * h * w + i * dh * w
+            wi = wg + ((c * kh + i) * kw + j0) * BLOCK
+            for j in range(j0, j1):
+                xv = vbcast_load(x, row + j * dw)
+                a0 = vfma(vload(wt, wi), xv, a0)
+                a1 = vfma(vload(wt, wi + wstep), xv, a1)
+                a2 = vfma(vload(wt, wi + 2 * wstep), xv, a2)
+                wi += BLOCK
+    z = vzero()
+    return (a0, z, z, z, a1, z, z, z, a2, z, z, z)
 
 
 @njit(inline="always")

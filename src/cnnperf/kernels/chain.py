@@ -16,8 +16,8 @@ with fewer threads than ``threads`` (one thread running every prange iteration i
 completes too.
 
 A layer is one row of an int64 table (:func:`pointwise_row`, :func:`gemm_row`,
-:func:`depthwise_row`, :func:`global_avg_pool_row` build them) holding its arrays' addresses:
-the caller keeps the arrays alive while the table is used.
+:func:`depthwise_row`, :func:`direct_row`, :func:`global_avg_pool_row` build them) holding
+its arrays' addresses: the caller keeps the arrays alive while the table is used.
 """
 
 from __future__ import annotations
@@ -26,7 +26,13 @@ import numpy as np
 from numba import njit, prange
 
 from .atomics import atomic_add, atomic_load, cpu_pause, f32_view, i64_view
-from .blocked import depthwise_task, gemm_conv_task, global_avg_pool_task, pointwise_task
+from .blocked import (
+    depthwise_task,
+    direct_conv_task,
+    gemm_conv_task,
+    global_avg_pool_task,
+    pointwise_task,
+)
 
 __all__ = [
     "run_chain",
@@ -34,15 +40,16 @@ __all__ = [
     "gemm_row",
     "depthwise_row",
     "global_avg_pool_row",
+    "direct_row",
     "ROW",
     "claim_size",
 ]
 
-POINTWISE, GEMM, DEPTHWISE, GLOBAL_AVG_POOL = 0, 1, 2, 3
+POINTWISE, GEMM, DEPTHWISE, GLOBAL_AVG_POOL, DIRECT = 0, 1, 2, 3, 4
 # Columns: kind, tasks, claim, then (address, size) of x, w, bias, res, out, offs, then
 # has_res, then the kind's integer arguments.
 _X, _W, _B, _R, _O, _OFFS, _HAS_RES, _ARGS = 3, 5, 7, 9, 11, 13, 15, 16
-ROW = _ARGS + 14  # depthwise has the most integer arguments
+ROW = _ARGS + 19  # direct has the most integer arguments
 
 
 def claim_size(tasks: int, threads: int) -> int:
@@ -105,6 +112,16 @@ def global_avg_pool_row(x, n, cb, pixels, threads, out) -> np.ndarray:
     return _row(GLOBAL_AVG_POOL, n * cb, threads, dict(x=x, out=out), False, (pixels,))
 
 
+def direct_row(x, img_stride, c_in, h, w, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, wt, bias, res,
+               has_res, n, c_out_blocks, rows, splits, nchw_out, threads,
+               out) -> np.ndarray:  # fmt: skip
+    """A chain row for ``blocked.direct_conv_blocked`` (same arguments; ``res`` may be None)."""
+    arrays = dict(x=x, w=wt, bias=bias, res=res if has_res else None, out=out)
+    return _row(DIRECT, n * -(-oh // rows) * splits, threads, arrays, has_res,
+                (img_stride, c_in, h, w, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, n, c_out_blocks,
+                 rows, splits, int(nchw_out)))  # fmt: skip
+
+
 @njit(parallel=True, cache=True, error_model="numpy")
 def run_chain(table, clamps, sync, threads):  # pragma: no cover - compiled
     """Run the layers of ``table`` (rows from the ``*_row`` builders) in order, in one
@@ -153,6 +170,10 @@ def _run_layer(row, lo, hi, sync, at):  # pragma: no cover - compiled
                 gemm_conv_task(task, x, a[0], offs, a[1], a[2], a[3], w, bias, res, has_res,
                                a[4], a[5], a[6], a[7], a[8], lo, hi, out, a[9],
                                a[10] != 0)  # fmt: skip
+            elif kind == DIRECT:
+                direct_conv_task(task, x, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8],
+                                 a[9], a[10], a[11], a[12], a[13], w, bias, res, has_res, a[14],
+                                 a[15], a[16], a[17], lo, hi, out, a[18] != 0)  # fmt: skip
             elif kind == GLOBAL_AVG_POOL:
                 global_avg_pool_task(task, x, a[0], out)
             else:

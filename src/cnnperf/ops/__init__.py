@@ -44,6 +44,7 @@ from .conv import (
 from .conv_blocked import (
     BlockedConv2d,
     bind_global_avg_pool2d_blocked,
+    bind_max_pool2d_blocked,
     from_blocked,
     global_avg_pool2d_blocked,
     max_pool2d_blocked,
@@ -80,6 +81,7 @@ __all__ = [
     "from_blocked",
     "global_avg_pool2d_blocked",
     "bind_global_avg_pool2d_blocked",
+    "bind_max_pool2d_blocked",
     "max_pool2d_blocked",
     "plan_conv2d",
     "CONV_ALGOS",
