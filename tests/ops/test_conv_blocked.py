@@ -71,12 +71,30 @@ def test_pointwise_every_tile_edge(pixels, c_out):
     assert_rel_close(y, reference.conv2d(x, w, b), TOL, f"{pixels} c_out={c_out}")
 
 
+def test_pointwise_quad_tiles_across_task_chunks():
+    """Output channels a multiple of 32 but not of 24 run tiles of 3 pixels x 4 blocks; with
+    512 inputs a task sweeps 32 pixels, so the tiles of 3 meet every chunk boundary."""
+    from cnnperf.kernels.blocked import QUAD_BLOCKS, QUAD_PIXELS
+
+    x, w, b = _data((2, 512, 20, 19), (64, 512, 1, 1), seed=5)
+    conv = BlockedConv2d(w, b, input_shape=x.shape)
+    chunk, _ = conv._launch(2)
+    assert chunk * PW_PIXELS % QUAD_PIXELS and (64 // 8) % QUAD_BLOCKS == 0
+    assert conv.quad
+    xb = to_blocked(x)
+    got = conv(xb)
+    assert_rel_close(from_blocked(got), reference.conv2d(x, w, b), TOL, "quad tiles")
+    conv.quad = False  # the same sums in the same order on tiles of 4 pixels x 3 blocks
+    np.testing.assert_array_equal(got, conv(xb))
+
+
 @pytest.mark.parametrize("act", [None, "relu", "relu6"])
 @pytest.mark.parametrize("bias", [True, False])
-def test_pointwise_residual_and_activation_against_torch(act, bias):
-    x, w, b = _data((3, 40, 6, 9), (48, 40, 1, 1), seed=1)
+@pytest.mark.parametrize("c_out", [48, 64])  # 3-block groups; 4-block quads
+def test_pointwise_residual_and_activation_against_torch(act, bias, c_out):
+    x, w, b = _data((3, 40, 6, 9), (c_out, 40, 1, 1), seed=1)
     b = b if bias else None
-    r = np.random.default_rng(2).standard_normal((3, 48, 6, 9)).astype(np.float32) * 3
+    r = np.random.default_rng(2).standard_normal((3, c_out, 6, 9)).astype(np.float32) * 3
     y = _run(x, w, b, residual=r, activation=act)
     lo, hi = CLAMP[act]
     expected = np.clip(reference.conv2d(x, w, b) + r, lo, hi)

@@ -63,6 +63,7 @@ __all__ = [
     "pack_depthwise_weight",
     "pack_bias",
     "pointwise_blocked",
+    "use_quads",
     "gemm_conv_blocked",
     "direct_conv_blocked",
     "depthwise_blocked",
@@ -74,6 +75,8 @@ BLOCK = 8  # channels per block: the lanes of one vec8f
 PW_BLOCKS = 3  # output blocks per pointwise micro-kernel (3 weight vectors per input channel)
 PW_PIXELS = 4  # output pixels per pointwise micro-kernel (4 broadcasts per input channel)
 DW_PIXELS = 4  # output pixels per depthwise step inside the image
+QUAD_BLOCKS = 4  # output blocks per pointwise quad tile (use_quads)
+QUAD_PIXELS = 3  # output pixels per pointwise quad tile
 
 
 @njit(parallel=True, cache=True)
@@ -161,7 +164,22 @@ def pack_bias(bias: np.ndarray | None, c: int, blocks: int) -> np.ndarray:
 
 @njit(parallel=True, cache=True, error_model="numpy")
 def pointwise_blocked(
-    x, w, bias, res, has_res, n, c_in, c_out_blocks, pixels, tile_chunk, splits, offs, lo, hi, out
+    x,
+    w,
+    bias,
+    res,
+    has_res,
+    n,
+    c_in,
+    c_out_blocks,
+    pixels,
+    tile_chunk,
+    splits,
+    offs,
+    lo,
+    hi,
+    out,
+    quad=False,
 ):  # pragma: no cover - compiled
     """``out[b, ob, p, :] = clamp(bias[ob] + sum_ic w[ob, ic, :] * x[b, ic // 8, p, ic % 8]
     (+ res[b, ob, p, :]), lo, hi)``: a 1x1 stride-1 convolution on the blocked layout.
@@ -181,10 +199,22 @@ def pointwise_blocked(
             :func:`gemm_conv_blocked`).
         lo, hi: the clamp.
         out: (n, c_out_blocks, pixels, 8), flat, written completely.
+        quad: c_out_blocks a multiple of 4: tiles of 3 pixels x 4 blocks (``_pointwise_quads``)
+            instead of 4 pixels x 3 blocks (:func:`use_quads` says when).
     """
     for task in prange(pointwise_tasks(n, pixels, tile_chunk, splits)):
         pointwise_task(task, x, w, bias, res, has_res, n, c_in, c_out_blocks, pixels,
-                       tile_chunk, splits, offs, lo, hi, out)  # fmt: skip
+                       tile_chunk, splits, offs, lo, hi, out, quad)  # fmt: skip
+
+
+def use_quads(c_out_blocks: int) -> bool:
+    """Whether :func:`pointwise_blocked` runs quad tiles: 32 or 64 output channels, which
+    groups of 3 blocks split 2 + 2 and 3 + 3 + 2. Quads against those, bound calls alone
+    (2 threads, interleaved medians of 300): MobileNetV2's 144->32 and 192->32 (+ residual)
+    on 28x28 0.79-0.80x at batch 8 and 0.82-0.90x at batch 1, 384->64 (+ residual) on 14x14
+    0.98x; 960->160 on 7x7 0.97x at batch 8 but 1.11x at batch 1 (5 quads over 2 threads),
+    320->1280 level: left on groups of 3."""
+    return c_out_blocks in (QUAD_BLOCKS, 2 * QUAD_BLOCKS)
 
 
 @njit(cache=True)
@@ -212,6 +242,7 @@ def pointwise_task(
     lo,
     hi,
     out,
+    quad,
 ):  # pragma: no cover - compiled
     """Task ``task`` of :func:`pointwise_blocked` (same arguments): one image's chunk of pixel
     tiles for one share of the groups of output blocks. Tasks write disjoint parts of
@@ -227,6 +258,15 @@ def pointwise_task(
     t1 = min(tiles, t0 + tile_chunk)
     s = task % splits
     xb = b * (c_in // BLOCK) * plane
+    if quad:
+        # groups of 4 blocks, 3 pixels a tile: no 1-2 block tail group, every tile 12
+        # accumulators
+        quads = c_out_blocks // QUAD_BLOCKS
+        for g in range(s * quads // splits, (s + 1) * quads // splits):
+            _pointwise_quads(x, w, bias, res, has_res, b, c_in, c_out_blocks, pixels, plane, xb,
+                             g * QUAD_BLOCKS, t0 * PW_PIXELS, min(pixels, t1 * PW_PIXELS), lov,
+                             hiv, out)  # fmt: skip
+        return
     for g in range(s * groups // splits, (s + 1) * groups // splits):
         ob, nb = _group(g, c_out_blocks)
         wg = ob * c_in * BLOCK
@@ -255,6 +295,67 @@ def pointwise_task(
                         )  # fmt: skip
             _store_3x4(out, res, has_res, bias, b, ob, nb, c_out_blocks, plane, p, m, acc,
                        lov, hiv)  # fmt: skip
+
+
+@njit(inline="always")
+def _pointwise_quads(
+    x, w, bias, res, has_res, b, c_in, cbo, pixels, plane, xb, ob, p0, p1, lov, hiv, out
+):  # pragma: no cover - compiled
+    """Output blocks ob..ob+3 of pixels [p0, p1) of image ``b``, 3 pixels a tile: per input
+    channel 3 broadcasts and 4 weight vectors into 12 accumulators (3 broadcasts + 1 weight +
+    12 = the 16 ymm registers)."""
+    wstep = c_in * BLOCK
+    wg = ob * wstep
+    for p in range(p0, p1, QUAD_PIXELS):
+        m = min(QUAD_PIXELS, p1 - p)
+        # pixels past the end read the last pixel (computed, never stored)
+        o0 = xb + p * BLOCK
+        o1 = xb + min(p + 1, pixels - 1) * BLOCK
+        o2 = xb + min(p + 2, pixels - 1) * BLOCK
+        a00 = vzero()
+        a01 = vzero()
+        a02 = vzero()
+        a10 = vzero()
+        a11 = vzero()
+        a12 = vzero()
+        a20 = vzero()
+        a21 = vzero()
+        a22 = vzero()
+        a30 = vzero()
+        a31 = vzero()
+        a32 = vzero()
+        for kb in range(c_in // BLOCK):
+            xk = kb * plane
+            wk = wg + kb * BLOCK * BLOCK
+            for i in range(BLOCK):
+                x0 = vbcast_load(x, o0 + xk + i)
+                x1 = vbcast_load(x, o1 + xk + i)
+                x2 = vbcast_load(x, o2 + xk + i)
+                wi = wk + i * BLOCK
+                v = vload(w, wi)
+                a00 = vfma(v, x0, a00)
+                a01 = vfma(v, x1, a01)
+                a02 = vfma(v, x2, a02)
+                v = vload(w, wi + wstep)
+                a10 = vfma(v, x0, a10)
+                a11 = vfma(v, x1, a11)
+                a12 = vfma(v, x2, a12)
+                v = vload(w, wi + 2 * wstep)
+                a20 = vfma(v, x0, a20)
+                a21 = vfma(v, x1, a21)
+                a22 = vfma(v, x2, a22)
+                v = vload(w, wi + 3 * wstep)
+                a30 = vfma(v, x0, a30)
+                a31 = vfma(v, x1, a31)
+                a32 = vfma(v, x2, a32)
+        z = vzero()
+        _pw_store(out, res, has_res, bias, b, ob, cbo, plane, p, m, a00, a01, a02, z, lov, hiv)
+        _pw_store(out, res, has_res, bias, b, ob + 1, cbo, plane, p, m, a10, a11, a12, z, lov,
+                  hiv)  # fmt: skip
+        _pw_store(out, res, has_res, bias, b, ob + 2, cbo, plane, p, m, a20, a21, a22, z, lov,
+                  hiv)  # fmt: skip
+        _pw_store(out, res, has_res, bias, b, ob + 3, cbo, plane, p, m, a30, a31, a32, z, lov,
+                  hiv)  # fmt: skip
 
 
 @njit(parallel=True, cache=True, error_model="numpy")

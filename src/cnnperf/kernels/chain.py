@@ -75,7 +75,7 @@ def _row(kind: int, tasks: int, threads: int, arrays: dict, has_res: bool, args)
 
 
 def pointwise_row(x, w, bias, res, has_res, n, c_in, c_out_blocks, pixels, tile_chunk, splits,
-                  offs, threads, out) -> np.ndarray:  # fmt: skip
+                  offs, threads, out, quad=False) -> np.ndarray:  # fmt: skip
     """A chain row for ``blocked.pointwise_blocked`` (same arguments; ``res`` may be None)."""
     from .blocked import PW_PIXELS
 
@@ -83,7 +83,7 @@ def pointwise_row(x, w, bias, res, has_res, n, c_in, c_out_blocks, pixels, tile_
     tasks = n * -(-tiles // tile_chunk) * splits
     arrays = dict(x=x, w=w, bias=bias, res=res if has_res else None, out=out, offs=offs)
     return _row(POINTWISE, tasks, threads, arrays, has_res,
-                (n, c_in, c_out_blocks, pixels, tile_chunk, splits))  # fmt: skip
+                (n, c_in, c_out_blocks, pixels, tile_chunk, splits, int(quad)))  # fmt: skip
 
 
 def gemm_row(x, img_stride, offs, row_pitch, col_pitch, ow, w, bias, res, has_res, n,
@@ -165,7 +165,7 @@ def _run_layer(row, lo, hi, sync, at):  # pragma: no cover - compiled
         for task in range(t0, t1):
             if kind == POINTWISE:
                 pointwise_task(task, x, w, bias, res, has_res, a[0], a[1], a[2], a[3], a[4],
-                               a[5], offs, lo, hi, out)  # fmt: skip
+                               a[5], offs, lo, hi, out, a[6] != 0)  # fmt: skip
             elif kind == GEMM:
                 gemm_conv_task(task, x, a[0], offs, a[1], a[2], a[3], w, bias, res, has_res,
                                a[4], a[5], a[6], a[7], a[8], lo, hi, out, a[9],

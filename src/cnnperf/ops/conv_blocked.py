@@ -341,6 +341,9 @@ class BlockedConv2d:
         self.lo, self.hi = _CLAMPS[activation]
         self.depthwise = p.g > 1
         self.out_blocks = p.c_out // BLOCK
+        # 1x1 of a blocked input: tiles of 3 pixels x 4 output blocks where 4 x 3 would end
+        # each pixel tile in a 1-2 block group (kernels.blocked.use_quads)
+        self.quad = input_layout == "nchw8c" and not self.depthwise and k.use_quads(self.out_blocks)
         if self.depthwise:
             self.weight = k.pack_depthwise_weight(weight)
             self.bias = k.pack_bias(bias, p.c_out, self.out_blocks)
@@ -522,9 +525,10 @@ class BlockedConv2d:
             *head, lo, hi, out, nchw_out = args
             row = chain.direct_row(*head, nchw_out, threads, out)
         elif kernel is k.pointwise_blocked:
-            x, w, bias, res, has_res, n, c_in, cbo, pixels, chunk, splits, offs, lo, hi, out = args
+            (x, w, bias, res, has_res, n, c_in, cbo, pixels, chunk, splits, offs, lo, hi, out,
+             quad) = args  # fmt: skip
             row = chain.pointwise_row(x, w, bias, res, has_res, n, c_in, cbo, pixels, chunk,
-                                      splits, offs, threads, out)  # fmt: skip
+                                      splits, offs, threads, out, quad)  # fmt: skip
         else:
             (x, img_stride, offs, row_pitch, col_pitch, ow, w, bias, res, has_res, n, cbo, pixels,
              chunk, splits, lo, hi, out, w_img_stride, nchw_out) = args  # fmt: skip
@@ -564,7 +568,7 @@ class BlockedConv2d:
             chunk, splits = self._launch(n)
             return k.pointwise_blocked, (
                 flat_x, self.weight, bias, res, has_res, n, p.c_in, self.out_blocks,
-                p.oh * p.ow, chunk, splits, self.offs, lo, hi, flat_out,
+                p.oh * p.ow, chunk, splits, self.offs, lo, hi, flat_out, self.quad,
             )  # fmt: skip
         if self.direct:
             return k.direct_conv_blocked, self._direct_args(flat_x, flat_out, bias, lo, hi, n,
