@@ -139,3 +139,20 @@ def test_claims_are_sized_for_about_sixteen_per_thread():
     assert chain.claim_size(8, 2) == 1
     assert chain.claim_size(840, 2) == 26
     assert chain.claim_size(5, 0) == 1
+
+
+def test_the_wait_intrinsics_run_and_count():
+    from numba import njit
+
+    from cnnperf.kernels.atomics import atomic_add, atomic_load, cpu_pause, os_yield
+
+    @njit
+    def step(a):
+        cpu_pause()
+        os_yield()
+        old = atomic_add(a, 1, 5)
+        return old, atomic_load(a, 1)
+
+    a = np.array([0, 2], np.int64)
+    assert step(a) == (2, 7)
+    assert a.tolist() == [0, 7]

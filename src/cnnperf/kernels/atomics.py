@@ -11,6 +11,8 @@ threads claim tasks from counters with these intrinsics and wait for a layer's l
 - :func:`atomic_load` ``(a, i)``: ``a[i]`` read atomically (acquire: the writes that preceded
   the matching :func:`atomic_add` in the other thread are visible after it).
 - :func:`cpu_pause`: the spin-wait hint (x86 ``pause``; nothing elsewhere).
+- :func:`os_yield`: ``sched_yield()``: give the core to another runnable thread, if any (a
+  waiting thread whose partner was descheduled must not keep the core from it).
 - :func:`f32_view` / :func:`i64_view` ``(address, size)``: a 1-D array over memory that a
   caller keeps alive (the address of a NumPy array's data): a table of layers holds its
   arrays as addresses, where a typed list of arrays would compile list methods at load time.
@@ -28,7 +30,7 @@ from numba import carray, njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["atomic_add", "atomic_load", "cpu_pause", "f32_view", "i64_view"]
+__all__ = ["atomic_add", "atomic_load", "cpu_pause", "os_yield", "f32_view", "i64_view"]
 
 _X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
 
@@ -79,6 +81,21 @@ def cpu_pause(typingctx):
                 builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse2.pause"
             )
             builder.call(fn, [])
+        return context.get_dummy_value()
+
+    return types.void(), codegen
+
+
+@intrinsic
+def os_yield(typingctx):
+    """``sched_yield()`` (libc, resolved by name when the kernel is linked: the cached code
+    holds no address)."""
+
+    def codegen(context, builder, sig, args):
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.IntType(32), []), "sched_yield"
+        )
+        builder.call(fn, [])
         return context.get_dummy_value()
 
     return types.void(), codegen

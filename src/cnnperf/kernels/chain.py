@@ -11,9 +11,9 @@ atomic counter (``claim`` at a time) and runs them; a layer starts only when eve
 the layer before it is done (a second counter), so a layer sees all of its inputs written and
 may overwrite any buffer the layers before it read (the memory plan's reuse). A thread that
 wakes late joins wherever the others are; no thread waits for another's wake-up except at the
-region's end. Waiting is only ever for tasks that a running thread has claimed, so a region
-with fewer threads than ``threads`` (one thread running every prange iteration in turn)
-completes too.
+region's end. A waiting thread spins SPIN_PAUSES pauses, then yields its core at every poll.
+Waiting is only ever for tasks that a running thread has claimed, so a region with fewer
+threads than ``threads`` (one thread running every prange iteration in turn) completes too.
 
 A layer is one row of an int64 table (:func:`pointwise_row`, :func:`gemm_row`,
 :func:`depthwise_row`, :func:`direct_row`, :func:`global_avg_pool_row` build them) holding
@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .atomics import atomic_add, atomic_load, cpu_pause, f32_view, i64_view
+from .atomics import atomic_add, atomic_load, cpu_pause, f32_view, i64_view, os_yield
 from .blocked import (
     depthwise_task,
     direct_conv_task,
@@ -46,6 +46,13 @@ __all__ = [
 ]
 
 POINTWISE, GEMM, DEPTHWISE, GLOBAL_AVG_POOL, DIRECT = 0, 1, 2, 3, 4
+# Pauses a waiting thread spins (tens of microseconds) before it polls with sched_yield()
+# instead. Spinning alone made a chain 1.4-2x slower than one region per layer when another
+# process kept a core busy (MobileNetV2, batch 8 and 1: a thread waited out its partner's whole
+# time slice off the core); with the yield it ran 0.96x (batch 1) and 0.995x (batch 8) of the
+# per-layer regions' time under that load, and 0.91x / 1.00x on an idle machine (three compiled
+# models in one process, rotating order, medians of 40-80 and 10-15 runs).
+SPIN_PAUSES = 1000
 # Columns: kind, tasks, claim, then (address, size) of x, w, bias, res, out, offs, then
 # has_res, then the kind's integer arguments.
 _X, _W, _B, _R, _O, _OFFS, _HAS_RES, _ARGS = 3, 5, 7, 9, 11, 13, 15, 16
@@ -139,8 +146,13 @@ def run_chain(table, clamps, sync, threads):  # pragma: no cover - compiled
         for i in range(layers):
             if i > 0:
                 before = table[i - 1, 1]
+                spins = 0
                 while atomic_load(sync, 2 * i - 1) < before:
-                    cpu_pause()
+                    if spins < SPIN_PAUSES:
+                        cpu_pause()
+                        spins += 1
+                    else:  # the partner may be off its core: let the OS run something else
+                        os_yield()
             _run_layer(table[i], clamps[i, 0], clamps[i, 1], sync, 2 * i)
 
 
