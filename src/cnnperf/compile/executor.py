@@ -65,7 +65,8 @@ def _noop() -> None:
 def _chain_runs(program: list) -> list:
     """Runs of two or more consecutive bound blocked convolutions (``.chain_layer``) run as
     one parallel region (``ops.run_chained``) at the first step of the run; the others become
-    no-ops (each still binds its planned buffer as its value and frees what it read last)."""
+    ``_noop`` entries (the run loop names their buffers only where an unbound step or the
+    caller reads them, ``_plan``)."""
     from ..ops.conv_blocked import run_chained
 
     i = 0
