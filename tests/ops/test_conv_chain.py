@@ -117,8 +117,10 @@ def test_run_chained_refuses_what_it_cannot_run():
     with pytest.raises(ValueError, match="different thread counts"):
         run_chained([a, ChainLayer(b.row, b.lo, b.hi, b.threads + 1, b.arrays)])
     with pytest.raises(ValueError, match="flat contiguous"):
-        chain.depthwise_row(np.zeros((2, 8), np.float32), *([None] * 2), *([1] * 14), 2,
-                            np.zeros(8, np.float32))  # fmt: skip
+        chain.depthwise_row(np.zeros((2, 8), np.float32), *([None] * 2), *([1] * 14), 0.0,
+                            6.0, np.zeros(8, np.float32), threads=2)  # fmt: skip
+    with pytest.raises(KeyError):
+        chain.layer_row(np.add, (), 2)  # not a kernel a chain runs
 
 
 def test_global_average_pool_into_out_and_its_bind_refusals():
@@ -156,3 +158,25 @@ def test_the_wait_intrinsics_run_and_count():
     a = np.array([0, 2], np.int64)
     assert step(a) == (2, 7)
     assert a.tolist() == [0, 7]
+
+
+def test_a_chain_runs_a_stem_that_reads_its_padded_input_in_place(monkeypatch):
+    from cnnperf.ops import conv_blocked
+
+    monkeypatch.setattr(conv_blocked, "DIRECT_MIN_WIDTH", 1)  # this small stem too
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal((16, 3, 3, 3)).astype(np.float32)
+    stem = BlockedConv2d(w, None, stride=2, padding=1, activation="relu", input_layout="nchw",
+                         input_shape=(2, 3, 9, 11))  # fmt: skip
+    pw = BlockedConv2d(rng.standard_normal((8, 16, 1, 1)).astype(np.float32), None,
+                       input_shape=(2, 16, 5, 6))  # fmt: skip
+    assert stem.direct
+    x = rng.standard_normal((2, 3, 9, 11)).astype(np.float32)
+    a, b = np.empty((2, 2, 5, 6, 8), np.float32), np.empty((2, 1, 5, 6, 8), np.float32)
+    runs = [stem.bind(x, a), pw.bind(a, b)]
+    for r in runs:
+        r()
+    want = b.copy()
+    b.fill(np.nan)
+    run_chained([r.chain_layer for r in runs])()
+    np.testing.assert_array_equal(b, want)

@@ -29,9 +29,11 @@ from .atomics import atomic_add, atomic_load, cpu_pause, f32_view, i64_view, os_
 from .blocked import (
     depthwise_task,
     direct_conv_task,
+    direct_tasks,
     gemm_conv_task,
     global_avg_pool_task,
     pointwise_task,
+    pointwise_tasks,
 )
 
 __all__ = [
@@ -41,6 +43,7 @@ __all__ = [
     "depthwise_row",
     "global_avg_pool_row",
     "direct_row",
+    "layer_row",
     "ROW",
     "claim_size",
 ]
@@ -82,51 +85,59 @@ def _row(kind: int, tasks: int, threads: int, arrays: dict, has_res: bool, args)
 
 
 def pointwise_row(x, w, bias, res, has_res, n, c_in, c_out_blocks, pixels, tile_chunk, splits,
-                  offs, threads, out, quad=False) -> np.ndarray:  # fmt: skip
-    """A chain row for ``blocked.pointwise_blocked`` (same arguments; ``res`` may be None)."""
-    from .blocked import PW_PIXELS
-
-    tiles = -(-pixels // PW_PIXELS)
-    tasks = n * -(-tiles // tile_chunk) * splits
+                  offs, lo, hi, out, quad=False, *, threads) -> np.ndarray:  # fmt: skip
+    """A chain row for ``blocked.pointwise_blocked(*args)`` (its arguments, in its order)."""
     arrays = dict(x=x, w=w, bias=bias, res=res if has_res else None, out=out, offs=offs)
+    tasks = pointwise_tasks(n, pixels, tile_chunk, splits)
     return _row(POINTWISE, tasks, threads, arrays, has_res,
                 (n, c_in, c_out_blocks, pixels, tile_chunk, splits, int(quad)))  # fmt: skip
 
 
 def gemm_row(x, img_stride, offs, row_pitch, col_pitch, ow, w, bias, res, has_res, n,
-             c_out_blocks, pixels, tile_chunk, splits, w_img_stride, nchw_out, threads,
-             out) -> np.ndarray:  # fmt: skip
-    """A chain row for ``blocked.gemm_conv_blocked`` (same arguments; ``res`` may be None)."""
-    from .blocked import PW_PIXELS
-
-    tiles = -(-pixels // PW_PIXELS)
-    tasks = n * -(-tiles // tile_chunk) * splits
+             c_out_blocks, pixels, tile_chunk, splits, lo, hi, out, w_img_stride=0,
+             nchw_out=False, *, threads) -> np.ndarray:  # fmt: skip
+    """A chain row for ``blocked.gemm_conv_blocked(*args)`` (its arguments, in its order)."""
     arrays = dict(x=x, w=w, bias=bias, res=res if has_res else None, out=out, offs=offs)
-    return _row(GEMM, tasks, threads, arrays, has_res,
+    return _row(GEMM, pointwise_tasks(n, pixels, tile_chunk, splits), threads, arrays, has_res,
                 (img_stride, row_pitch, col_pitch, ow, n, c_out_blocks, pixels, tile_chunk,
                  splits, w_img_stride, int(nchw_out)))  # fmt: skip
 
 
-def depthwise_row(x, w, bias, n, cb, h, wi, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, threads,
-                  out) -> np.ndarray:  # fmt: skip
-    """A chain row for ``blocked.depthwise_blocked`` (same arguments)."""
+def depthwise_row(x, w, bias, n, cb, h, wi, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, lo, hi, out,
+                  *, threads) -> np.ndarray:  # fmt: skip
+    """A chain row for ``blocked.depthwise_blocked(*args)`` (its arguments, in its order)."""
     return _row(DEPTHWISE, n * cb * oh, threads, dict(x=x, w=w, bias=bias, out=out), False,
                 (n, cb, h, wi, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow))  # fmt: skip
 
 
-def global_avg_pool_row(x, n, cb, pixels, threads, out) -> np.ndarray:
-    """A chain row for ``blocked.global_avg_pool_blocked`` (same arguments)."""
+def global_avg_pool_row(x, n, cb, pixels, out, *, threads) -> np.ndarray:
+    """A chain row for ``blocked.global_avg_pool_blocked(*args)`` (its arguments)."""
     return _row(GLOBAL_AVG_POOL, n * cb, threads, dict(x=x, out=out), False, (pixels,))
 
 
 def direct_row(x, img_stride, c_in, h, w, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, wt, bias, res,
-               has_res, n, c_out_blocks, rows, splits, nchw_out, threads,
-               out) -> np.ndarray:  # fmt: skip
-    """A chain row for ``blocked.direct_conv_blocked`` (same arguments; ``res`` may be None)."""
+               has_res, n, c_out_blocks, rows, splits, lo, hi, out, nchw_out, *,
+               threads) -> np.ndarray:  # fmt: skip
+    """A chain row for ``blocked.direct_conv_blocked(*args)`` (its arguments, in its order)."""
     arrays = dict(x=x, w=wt, bias=bias, res=res if has_res else None, out=out)
-    return _row(DIRECT, n * -(-oh // rows) * splits, threads, arrays, has_res,
+    return _row(DIRECT, direct_tasks(n, oh, rows, splits), threads, arrays, has_res,
                 (img_stride, c_in, h, w, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, n, c_out_blocks,
                  rows, splits, int(nchw_out)))  # fmt: skip
+
+
+# kernel name -> the row builder taking that kernel's arguments
+_BUILDERS = {
+    "pointwise_blocked": pointwise_row,
+    "gemm_conv_blocked": gemm_row,
+    "depthwise_blocked": depthwise_row,
+    "global_avg_pool_blocked": global_avg_pool_row,
+    "direct_conv_blocked": direct_row,
+}
+
+
+def layer_row(kernel, args: tuple, threads: int) -> np.ndarray:
+    """The chain row of the call ``kernel(*args)`` (one of ``kernels.blocked``'s kernels)."""
+    return _BUILDERS[kernel.__name__](*args, threads=threads)
 
 
 @njit(parallel=True, cache=True, error_model="numpy")

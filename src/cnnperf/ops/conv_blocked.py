@@ -153,7 +153,7 @@ def bind_global_avg_pool2d_blocked(x: np.ndarray, out: np.ndarray) -> Callable[[
         k.global_avg_pool_blocked(*args)
 
     threads = config.get_num_threads()
-    row = chain.global_avg_pool_row(*args[:4], threads, args[4])
+    row = chain.layer_row(k.global_avg_pool_blocked, args, threads)
     run.chain_layer = ChainLayer(row, -np.inf, np.inf, threads, args)
     return run
 
@@ -516,26 +516,9 @@ class BlockedConv2d:
         """The call ``kernel(*args)`` as a layer of a chain (:func:`run_chained`)."""
         from ..kernels import chain
 
-        k = self._kernels
         threads = config.get_num_threads()
-        if kernel is k.depthwise_blocked:
-            *head, lo, hi, out = args
-            row = chain.depthwise_row(*head, threads, out)
-        elif kernel is k.direct_conv_blocked:
-            *head, lo, hi, out, nchw_out = args
-            row = chain.direct_row(*head, nchw_out, threads, out)
-        elif kernel is k.pointwise_blocked:
-            (x, w, bias, res, has_res, n, c_in, cbo, pixels, chunk, splits, offs, lo, hi, out,
-             quad) = args  # fmt: skip
-            row = chain.pointwise_row(x, w, bias, res, has_res, n, c_in, cbo, pixels, chunk,
-                                      splits, offs, threads, out, quad)  # fmt: skip
-        else:
-            (x, img_stride, offs, row_pitch, col_pitch, ow, w, bias, res, has_res, n, cbo, pixels,
-             chunk, splits, lo, hi, out, w_img_stride, nchw_out) = args  # fmt: skip
-            row = chain.gemm_row(x, img_stride, offs, row_pitch, col_pitch, ow, w, bias, res,
-                                 has_res, n, cbo, pixels, chunk, splits, w_img_stride, nchw_out,
-                                 threads, out)  # fmt: skip
-        return ChainLayer(row, float(lo), float(hi), threads, args)
+        return ChainLayer(chain.layer_row(kernel, args, threads), float(self.lo),
+                          float(self.hi), threads, args)  # fmt: skip
 
     def _run(self, x, out, bias, lo, hi, residual=None) -> np.ndarray:
         """Run the kernel on checked arrays with this bias (packed) and clamp."""
