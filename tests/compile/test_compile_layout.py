@@ -198,11 +198,72 @@ def test_blocked_steps_run_bound_to_the_arena_per_thread_count():
     # every blocked conv reads planned buffers or constants; the reorder that writes the
     # first one's input is not bound (it reads the graph input) but lands in its buffer
     assert all(callable(program[v]) for v in ("e1", "d1", "p1", "e2", "d2", "p2"))
-    # and they run as one chain (ops.run_chained), one parallel region, at the first of them
-    assert len(program["e1"].arrays) == 6
+    # and they run as one chain (ops.run_chained), one parallel region, at the first of them,
+    # each expansion fused with the depthwise conv that alone reads it
+    kernels = [layer.kernel for layer in program["e1"].layers]
+    assert kernels == ["expand_depthwise_blocked", "pointwise_blocked"] * 2
     assert all(program[v] is _noop for v in ("d1", "p1", "e2", "d2", "p2"))
     assert program["e1:to_blocked"] is _LANDS
     assert program["p2:from_blocked"] is None  # writes a graph output, never planned
+
+
+def test_fused_expansions_compute_what_the_unfused_layers_compute(monkeypatch):
+    """Each expansion that only its depthwise conv reads runs fused with it (e1 + d1, e2 +
+    d2); the output is bit-identical to the model compiled without the fusion, and the
+    expansion's input never shares a buffer with the depthwise conv's output (the fused
+    kernel writes one while it still reads the other)."""
+    from cnnperf.compile import executor
+
+    g = _inverted_residuals()
+    fused = compile_graph(g)
+    assert fused._fusable == {1, 4}  # e1 -> d1, e2 -> d2 (index 0 is the to_blocked)
+    monkeypatch.setattr(executor, "FUSE_EXPAND_DEPTHWISE", False)
+    plain = compile_graph(g)
+    assert plain._fusable == set()
+    for n in (1, 2, 5):
+        x = _r(n, 16, 9, 11)
+        got, want = fused.run({"x": x}), plain.run({"x": x})
+        for k in want:
+            np.testing.assert_array_equal(got[k], want[k])
+        views = fused._local.arenas[n].views
+        names = [m.name for m in fused.graph.nodes]
+        for i in fused._fusable:
+            node, dw = fused.graph.nodes[i], fused.graph.nodes[i + 1]
+            assert (names[i], names[i + 1]) in (("e1", "d1"), ("e2", "d2"))
+            assert not np.shares_memory(views[node.inputs[0]], views[dw.outputs[0]])
+        program = fused._local.arenas[n].programs[_threads()]
+        kernels = [layer.kernel for layer in program[names.index("e1")].layers]
+        assert kernels == ["expand_depthwise_blocked", "pointwise_blocked"] * 2
+
+
+def test_a_depthwise_output_never_takes_the_buffer_of_the_expansion_input():
+    """Without the plan's hold, the stride-2 depthwise output (smaller than the expansion's
+    input, which is dead after the expansion's step) would reuse that input's buffer."""
+    i: dict = {}
+    nodes = [_pw("x", "e1", 16, 48, i), _dw("e1", "d1", 48, i, stride=2),
+             _pw("d1", "p1", 48, 16, i, None)]  # fmt: skip
+    g = Graph(nodes=nodes, initializers=i, inputs={"x": (None, 16, 9, 11)}, outputs=["p1"])
+    model = _check_same(g, batches=(2,))
+    (k,) = model._fusable
+    views = model._local.arenas[2].views
+    src, dst = model.graph.nodes[k].inputs[0], model.graph.nodes[k + 1].outputs[0]
+    assert not np.shares_memory(views[src], views[dst])
+    model._hold = {}  # what the plan would do without it
+    model._local.arenas.clear()
+    model.run({"x": _r(2, 16, 9, 11)})
+    views = model._local.arenas[2].views
+    assert np.shares_memory(views[src], views[dst])
+
+
+def test_an_expansion_read_elsewhere_too_is_not_fused():
+    i: dict = {}
+    nodes = [_pw("x", "e1", 16, 48, i), _dw("e1", "d1", 48, i),
+             _pw("d1", "p1", 48, 48, i, None, "e1")]  # fmt: skip
+    g = Graph(nodes=nodes, initializers=i, inputs={"x": (None, 16, 9, 11)}, outputs=["p1"])
+    model = _check_same(g)
+    assert model._fusable == set()
+    g.outputs.append("e1")
+    assert compile_graph(g)._fusable == set()
 
 
 def test_a_step_that_allocates_instead_of_writing_its_buffer_is_copied_there():
@@ -273,7 +334,9 @@ def test_a_classifier_head_chains_its_average_pool_and_packs_its_linear_layer():
     names = [n.name for n in model.graph.nodes]
     program = dict(zip(names, model._local.arenas[1].programs[_threads()], strict=True))
     assert all(program[v] is _noop for v in ("d1", "p1", "pool"))
-    assert len(program["e1"].arrays) == 4  # e1, d1, p1 and the pool in one region
+    # e1 and d1 (fused), p1 and the pool in one region
+    kernels = [layer.kernel for layer in program["e1"].layers]
+    assert kernels == ["expand_depthwise_blocked", "pointwise_blocked", "global_avg_pool_blocked"]
     # the run loop skips the chained steps, except to name the pool's buffer for flatten
     entries, consts = model._local.arenas[1].plans[_threads()]
     run = {names[e[0]]: e for e in entries}

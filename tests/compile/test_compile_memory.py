@@ -91,6 +91,21 @@ def test_views_share_their_input_storage_and_extend_its_life():
     assert plan.assignment["b"] == plan.assignment["d"]  # b is dead when d is written
 
 
+def test_a_held_value_stays_live_through_its_step_and_keeps_its_buffer():
+    g = Graph(
+        nodes=[Node("relu", ["x"], ["a"]), Node("relu", ["a"], ["b"]),
+               Node("relu", ["b"], ["c"]), Node("relu", ["c"], ["y"])],
+        inputs={"x": (None, 10)},
+        outputs=["y"],
+    )  # fmt: skip
+    free = plan_memory(g, batch=1)
+    assert free.assignment["a"] == free.assignment["c"]  # a is dead when c is written
+    held = plan_memory(g, batch=1, hold={"a": 2, "x": 3})  # x is not planned: ignored
+    assert held.live_ranges["a"] == (0, 2)
+    assert held.assignment["a"] != held.assignment["c"]
+    check_plan(held, g)
+
+
 def test_the_executor_frees_each_intermediate_after_its_planned_last_use():
     model = compile_graph(trace_model(tiny_resnet(), (None, 3, 16, 16)))
     plan = model.memory_plan()

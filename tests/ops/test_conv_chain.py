@@ -101,7 +101,7 @@ def test_a_chain_split_for_more_threads_than_run_it_completes():
     bufs[2].fill(np.nan)
     layers = [r.chain_layer for r in runs]
     table = np.stack([layer.row for layer in layers])
-    clamps = np.array([(layer.lo, layer.hi) for layer in layers])
+    clamps = np.array([(layer.lo, layer.hi, layer.lo2, layer.hi2) for layer in layers])
     sync = np.zeros(2 * len(layers), np.int64)
     chain.run_chain(table, clamps, sync, 8)
     np.testing.assert_array_equal(bufs[2], expected)

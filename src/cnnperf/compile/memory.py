@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 
 from .graph import Graph
 from .shapes import infer_shapes
@@ -115,7 +115,12 @@ def _bytes(shape: tuple, batch: int, itemsize: int) -> int:
 
 
 def plan_memory(
-    graph: Graph, batch: int = 1, itemsize: int = 4, *, values: Collection[str] | None = None
+    graph: Graph,
+    batch: int = 1,
+    itemsize: int = 4,
+    *,
+    values: Collection[str] | None = None,
+    hold: Mapping[str, int] | None = None,
 ) -> MemoryPlan:
     """Plan buffers for ``graph``'s activations at batch size ``batch`` (float32: 4 bytes).
 
@@ -127,6 +132,8 @@ def plan_memory(
             in-place writable values; the rest are allocated by their kernels and take no
             buffer). ``naive_bytes`` and ``live_peak_bytes`` still count every activation,
             ``planned_peak_bytes`` the planned buffers and the outputs.
+        hold: value -> a step it stays live through even if nothing reads it there (a
+            fused kernel that runs a later step's work while it still reads the value).
     """
     if batch < 1:
         raise ValueError(f"plan_memory: batch must be >= 1, got {batch}")
@@ -146,6 +153,10 @@ def plan_memory(
             else:
                 storage_of[v] = v
                 first[v], last[v] = i, i
+    for v, step in (hold or {}).items():
+        root = storage_of.get(v, v)
+        if root in last:
+            last[root] = max(last[root], step)
     value_bytes = {v: _bytes(shapes[v], batch, itemsize) for v in first}
     owned_by_caller = {storage_of.get(v, v) for v in graph.outputs}
     planned = [

@@ -2,7 +2,9 @@
 
 Each node's kernel is timed on its own (``time.perf_counter`` around the call) inside whole
 forward passes, ``repeat`` times after one untimed warm-up pass (which also compiles the
-kernels); a node's time is the median of its ``repeat`` measurements.
+kernels); a node's time is the median of its ``repeat`` measurements. Steps that a compiled
+run executes together (the chains of blocked layers, an expansion fused with its depthwise
+conv: ``executor._chain_runs``) are timed here one node at a time, each in its own region.
 
 Besides time, each row carries the node's work and traffic for a roofline: FLOPs (conv2d,
 gemm, matmul), bytes moved (inputs, weights and outputs at float32, each read or written

@@ -278,23 +278,30 @@ def pointwise_task(
             o2 = min(p + 2, pixels - 1) * BLOCK
             o3 = min(p + 3, pixels - 1) * BLOCK
             m = min(PW_PIXELS, pixels - p)
-            if nb < PW_BLOCKS:
-                acc = _tail_tile(x, w, offs, wg, c_in * BLOCK, nb, xb + o0, xb + o1,
-                                 xb + o2, xb + o3)  # fmt: skip
-            else:
-                acc = _zeros12()
-                for kb in range(c_in // BLOCK):
-                    xk = xb + kb * plane
-                    wk = wg + kb * BLOCK * BLOCK
-                    for i in range(BLOCK):
-                        wi = wk + i * BLOCK
-                        acc = _fma_3x4(
-                            vload(w, wi), vload(w, wi + c_in * BLOCK),
-                            vload(w, wi + 2 * c_in * BLOCK), x, xk + o0 + i, xk + o1 + i,
-                            xk + o2 + i, xk + o3 + i, acc,
-                        )  # fmt: skip
+            acc = pointwise_tile(x, w, offs, wg, c_in, nb, plane, xb + o0, xb + o1, xb + o2,
+                                 xb + o3)  # fmt: skip
             _store_3x4(out, res, has_res, bias, b, ob, nb, c_out_blocks, plane, p, m, acc,
                        lov, hiv)  # fmt: skip
+
+
+@njit(inline="always")
+def pointwise_tile(x, w, offs, wg, c_in, nb, plane, o0, o1, o2, o3):  # pragma: no cover
+    """The accumulators of one tile of a 1x1 conv of a blocked input (``_fma_3x4``'s order):
+    the pixels at offsets o0..o3 of x (channel block 0 of their image; blocks ``plane``
+    apart) times the ``nb`` output blocks of the packed weight from ``w[wg]``."""
+    if nb < PW_BLOCKS:
+        return _tail_tile(x, w, offs, wg, c_in * BLOCK, nb, o0, o1, o2, o3)
+    acc = _zeros12()
+    for kb in range(c_in // BLOCK):
+        xk = kb * plane
+        wk = wg + kb * BLOCK * BLOCK
+        for i in range(BLOCK):
+            wi = wk + i * BLOCK
+            acc = _fma_3x4(
+                vload(w, wi), vload(w, wi + c_in * BLOCK), vload(w, wi + 2 * c_in * BLOCK), x,
+                xk + o0 + i, xk + o1 + i, xk + o2 + i, xk + o3 + i, acc,
+            )  # fmt: skip
+    return acc
 
 
 @njit(inline="always")
@@ -863,17 +870,24 @@ def depthwise_task(
     output row of one block of channels of one image."""
     lov = vbcast(np.float32(lo))
     hiv = vbcast(np.float32(hi))
-    # output columns whose taps all fall inside the image: [x0, x1)
-    x0 = min(ow, (pl + sw - 1) // sw)
-    x1 = max(x0, min(ow, (wi - 1 - (kw - 1) * dw + pl) // sw + 1))
-    taps = kh * kw
     b = task // (cb * oh)
     k = (task // oh) % cb
     y = task % oh
-    xk = (b * cb + k) * h * wi * BLOCK
-    wk = k * taps * BLOCK
-    bv = vload(bias, k * BLOCK)
-    ob = ((b * cb + k) * oh + y) * ow * BLOCK
+    _dw_row(x, (b * cb + k) * h * wi * BLOCK, w, k * kh * kw * BLOCK, vload(bias, k * BLOCK), h,
+            wi, kh, kw, sh, sw, pt, pl, dh, dw, ow, y, lov, hiv, out,
+            ((b * cb + k) * oh + y) * ow * BLOCK)  # fmt: skip
+
+
+@njit(inline="always")
+def _dw_row(
+    x, xk, w, wk, bv, h, wi, kh, kw, sh, sw, pt, pl, dh, dw, ow, y, lov, hiv, out, ob
+):  # pragma: no cover - compiled
+    """Output row ``y`` of one block of channels of a depthwise convolution: ``x[xk + (r*wi
+    + c)*8 :]`` holds the block's input pixel (r, c) for the image rows r the row's taps
+    reach, ``w[wk:]`` its (kh*kw, 8) taps, ``bv`` its bias; written to ``out[ob:]``."""
+    # output columns whose taps all fall inside the image: [x0, x1)
+    x0 = min(ow, (pl + sw - 1) // sw)
+    x1 = max(x0, min(ow, (wi - 1 - (kw - 1) * dw + pl) // sw + 1))
     # the taps' rows inside the image: [i0, i1)
     r0 = y * sh - pt
     i0 = 0

@@ -16,8 +16,9 @@ Waiting is only ever for tasks that a running thread has claimed, so a region wi
 threads than ``threads`` (one thread running every prange iteration in turn) completes too.
 
 A layer is one row of an int64 table (:func:`pointwise_row`, :func:`gemm_row`,
-:func:`depthwise_row`, :func:`direct_row`, :func:`global_avg_pool_row` build them) holding
-its arrays' addresses: the caller keeps the arrays alive while the table is used.
+:func:`depthwise_row`, :func:`direct_row`, :func:`global_avg_pool_row`,
+:func:`expand_depthwise_row` build them) holding its arrays' addresses: the caller keeps the
+arrays alive while the table is used.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from .blocked import (
     pointwise_task,
     pointwise_tasks,
 )
+from .fused import expand_depthwise_task, expand_depthwise_tasks
 
 __all__ = [
     "run_chain",
@@ -43,12 +45,13 @@ __all__ = [
     "depthwise_row",
     "global_avg_pool_row",
     "direct_row",
+    "expand_depthwise_row",
     "layer_row",
     "ROW",
     "claim_size",
 ]
 
-POINTWISE, GEMM, DEPTHWISE, GLOBAL_AVG_POOL, DIRECT = 0, 1, 2, 3, 4
+POINTWISE, GEMM, DEPTHWISE, GLOBAL_AVG_POOL, DIRECT, EXPAND_DEPTHWISE = 0, 1, 2, 3, 4, 5
 # Pauses a waiting thread spins (tens of microseconds) before it polls with sched_yield()
 # instead. Spinning alone made a chain 1.4-2x slower than one region per layer when another
 # process kept a core busy (MobileNetV2, batch 8 and 1: a thread waited out its partner's whole
@@ -56,9 +59,10 @@ POINTWISE, GEMM, DEPTHWISE, GLOBAL_AVG_POOL, DIRECT = 0, 1, 2, 3, 4
 # per-layer regions' time under that load, and 0.91x / 1.00x on an idle machine (three compiled
 # models in one process, rotating order, medians of 40-80 and 10-15 runs).
 SPIN_PAUSES = 1000
-# Columns: kind, tasks, claim, then (address, size) of x, w, bias, res, out, offs, then
-# has_res, then the kind's integer arguments.
-_X, _W, _B, _R, _O, _OFFS, _HAS_RES, _ARGS = 3, 5, 7, 9, 11, 13, 15, 16
+# Columns: kind, tasks, claim, then (address, size) of x, w, bias, res, out, offs, w2, bias2,
+# scratch, then has_res, then the kind's integer arguments.
+_X, _W, _B, _R, _O, _OFFS, _W2, _B2, _S = 3, 5, 7, 9, 11, 13, 15, 17, 19
+_HAS_RES, _ARGS = 21, 22
 ROW = _ARGS + 19  # direct has the most integer arguments
 
 
@@ -72,7 +76,7 @@ def _row(kind: int, tasks: int, threads: int, arrays: dict, has_res: bool, args)
     row = np.zeros(ROW, np.int64)
     row[0], row[1], row[2] = kind, tasks, claim_size(tasks, threads)
     for col, name in ((_X, "x"), (_W, "w"), (_B, "bias"), (_R, "res"), (_O, "out"),
-                      (_OFFS, "offs")):  # fmt: skip
+                      (_OFFS, "offs"), (_W2, "w2"), (_B2, "bias2"), (_S, "scratch")):  # fmt: skip
         a = arrays.get(name)
         if a is None:
             continue
@@ -125,6 +129,17 @@ def direct_row(x, img_stride, c_in, h, w, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow
                  rows, splits, int(nchw_out)))  # fmt: skip
 
 
+def expand_depthwise_row(x, wp, biasp, offs, n, c_in, cb, h, wi, wd, biasd, kh, kw, sh, sw, pt,
+                         pl, dh, dw, oh, ow, band_rows, lo1, hi1, lo2, hi2, scratch, slot_size,
+                         out, *, threads) -> np.ndarray:  # fmt: skip
+    """A chain row for ``fused.expand_depthwise_blocked(*args)`` (its arguments, in its order;
+    the clamps go to :func:`run_chain`'s ``clamps``)."""
+    arrays = dict(x=x, w=wp, bias=biasp, offs=offs, w2=wd, bias2=biasd, scratch=scratch, out=out)
+    return _row(EXPAND_DEPTHWISE, expand_depthwise_tasks(n, cb, oh, band_rows), threads, arrays,
+                False, (n, c_in, cb, h, wi, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, band_rows,
+                        slot_size))  # fmt: skip
+
+
 # kernel name -> the row builder taking that kernel's arguments
 _BUILDERS = {
     "pointwise_blocked": pointwise_row,
@@ -132,6 +147,7 @@ _BUILDERS = {
     "depthwise_blocked": depthwise_row,
     "global_avg_pool_blocked": global_avg_pool_row,
     "direct_conv_blocked": direct_row,
+    "expand_depthwise_blocked": expand_depthwise_row,
 }
 
 
@@ -147,7 +163,8 @@ def run_chain(table, clamps, sync, threads):  # pragma: no cover - compiled
 
     Args:
         table: (layers, ROW) int64.
-        clamps: (layers, 2) float64, each layer's (lo, hi).
+        clamps: (layers, 4) float64, each layer's (lo, hi) and, for a fused expansion and
+            depthwise conv, the depthwise conv's (lo, hi); (lo, hi) of the expansion.
         sync: (2 * layers,) int64, zeros: per layer, the next task to claim and the tasks
             done. Left at (tasks + claims, tasks) per layer: zero it before the next run.
         threads: prange iterations (the threads expected to share the work).
@@ -164,14 +181,15 @@ def run_chain(table, clamps, sync, threads):  # pragma: no cover - compiled
                         spins += 1
                     else:  # the partner may be off its core: let the OS run something else
                         os_yield()
-            _run_layer(table[i], clamps[i, 0], clamps[i, 1], sync, 2 * i)
+            _run_layer(table[i], clamps[i], sync, 2 * i)
 
 
 @njit(cache=True, error_model="numpy")
-def _run_layer(row, lo, hi, sync, at):  # pragma: no cover - compiled
+def _run_layer(row, clamp, sync, at):  # pragma: no cover - compiled
     """Claim and run tasks of one layer until none are left (sync[at]: next task,
     sync[at + 1]: tasks done)."""
     kind, tasks, claim = row[0], row[1], row[2]
+    lo, hi = clamp[0], clamp[1]
     x = f32_view(row[_X], row[_X + 1])
     w = f32_view(row[_W], row[_W + 1])
     bias = f32_view(row[_B], row[_B + 1])
@@ -197,6 +215,13 @@ def _run_layer(row, lo, hi, sync, at):  # pragma: no cover - compiled
                 direct_conv_task(task, x, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8],
                                  a[9], a[10], a[11], a[12], a[13], w, bias, res, has_res, a[14],
                                  a[15], a[16], a[17], lo, hi, out, a[18] != 0)  # fmt: skip
+            elif kind == EXPAND_DEPTHWISE:
+                expand_depthwise_task(task, x, w, bias, offs, a[0], a[1], a[2], a[3], a[4],
+                                      f32_view(row[_W2], row[_W2 + 1]),
+                                      f32_view(row[_B2], row[_B2 + 1]), a[5], a[6], a[7], a[8],
+                                      a[9], a[10], a[11], a[12], a[13], a[14], a[15], lo, hi,
+                                      clamp[2], clamp[3], f32_view(row[_S], row[_S + 1]), a[16],
+                                      out)  # fmt: skip
             elif kind == GLOBAL_AVG_POOL:
                 global_avg_pool_task(task, x, a[0], out)
             else:
