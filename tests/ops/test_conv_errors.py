@@ -194,12 +194,12 @@ VGG_512_28_B8 = ConvParams(8, 512, 28, 28, 512, 3, 3, 1, 1, 1, 1, 1, 1)
         (ConvParams(1, 64, 56, 56, 128, 3, 3, 2, 2, 1, 1, 1, 1), True, "blocked_gemm"),
         (ConvParams(1, 128, 56, 56, 128, 3, 3, 2, 2, 1, 1, 1, 1), True, "blocked_gemm"),
         (ConvParams(1, 128, 56, 56, 128, 3, 3, 2, 2, 1, 1, 1, 1), False, "im2col"),  # eager
-        (ConvParams(8, 128, 56, 56, 128, 3, 3, 2, 2, 1, 1, 1, 1), True, "im2col"),  # batch 8
+        (ConvParams(8, 128, 56, 56, 128, 3, 3, 2, 2, 1, 1, 1, 1), True, "blocked_gemm"),  # b8
         (ConvParams(8, 512, 14, 14, 512, 3, 3, 2, 2, 1, 1, 1, 1), True, "im2col"),  # 14x14 in
         (ConvParams(1, 128, 28, 28, 256, 1, 1, 2, 2), True, "blocked_gemm"),  # 1x1/2, batch 1
         (ConvParams(1, 64, 56, 56, 128, 1, 1, 2, 2), True, "blocked_gemm"),  # 64 in: to 56x56
         (ConvParams(1, 32, 56, 56, 64, 1, 1, 2, 2), True, "implicit_gemm"),  # < 64 inputs
-        (ConvParams(8, 128, 28, 28, 256, 1, 1, 2, 2), True, "implicit_gemm"),  # batch 8
+        (ConvParams(8, 128, 28, 28, 256, 1, 1, 2, 2), True, "blocked_gemm"),  # batch 8
         (ConvParams(1, 256, 56, 56, 512, 1, 1, 2, 2), True, "im2col"),  # 56x56 in
         (ConvParams(1, 256, 7, 7, 512, 1, 1, 2, 2), True, "im2col"),  # a 4x4 output
         (ConvParams(1, 16, 8, 8, 32, 3, 3, 1, 1, 1, 1, 1, 1, g=2), True, "implicit_gemm"),

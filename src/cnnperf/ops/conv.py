@@ -218,8 +218,15 @@ def _heuristic(p: ConvParams, weight_prepared: bool = False) -> ConvAlgorithm:
     # made them up to 2x slower than im2col at batch 1 in that run: plans only.
     # Inside compiled ResNet-18 (medians of 40 interleaved runs against the choices before; two
     # identical models compared the same way: 0.99-1.005 at batch 1, 1.022-1.023 at batch 8),
-    # the network took 0.966-0.967x the time at batch 1 and 1.017-1.041x at batch 8: batch 1.
-    strided = weight_prepared and p.n == 1 and p.sh * p.sw > 1 and p.g == 1
+    # the network took 0.966-0.967x the time at batch 1 and 1.017-1.041x at batch 8, so these
+    # rules were for batch 1 only. Since the blocked GEMM stores its tiles straight into NCHW
+    # (and Winograd's output transform stores rows of 4 pixels), they hold at any batch: plans
+    # alone, medians of 8 interleaved calls, blocked_gemm / the choice before, ResNet-18's
+    # 3x3/2 on 56x56 and 28x28 0.89 and 0.80 at batch 8, 0.87 and 0.82 at batch 32, its 1x1/2
+    # 0.91 / 0.77 / 0.85 at batch 8 and 0.90 / 0.70 / 0.82 at batch 32; compiled ResNet-18 at
+    # batch 8 0.96-0.98x the time (two models of each kind in one process, rotating order,
+    # medians of 15).
+    strided = weight_prepared and p.sh * p.sw > 1 and p.g == 1
     if strided and p.kh * p.kw > 1 and p.c_in >= 64 and p.h * p.w >= 784:
         return CONV_ALGOS["blocked_gemm"]
     # Since it writes NCHW directly and compiled models bind it (Conv2dPlan.bind), the 1x1/2
