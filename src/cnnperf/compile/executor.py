@@ -21,6 +21,7 @@ import numpy as np
 
 from .. import config
 from .graph import Graph
+from .layout import BLOCKED
 from .memory import ALIAS_OPS, ARENA_ALIGN, MemoryPlan, plan_memory
 from .passes import DEFAULT_PASSES
 from .profile import profile_model
@@ -66,9 +67,9 @@ def _noop() -> None:
 
 
 def _fusable_pairs(graph: Graph) -> set[int]:
-    """Steps i of ``graph`` that are an ungrouped conv whose output only step i + 1, a
-    grouped conv, reads: the pairs ``_chain_runs`` fuses when both run bound in a chain (a
-    1x1 expansion and a depthwise conv, on the blocked layout)."""
+    """Steps i of ``graph`` that are an ungrouped blocked conv whose output only step i + 1,
+    a grouped blocked conv, reads: the pairs ``_chain_runs`` fuses when both run bound in a
+    chain (a 1x1 expansion and a depthwise conv; ``fuse_expand_depthwise`` refuses others)."""
     readers = Counter(v for n in graph.nodes for v in n.inputs)
     readers.update(graph.outputs)
     nodes = graph.nodes
@@ -76,6 +77,7 @@ def _fusable_pairs(graph: Graph) -> set[int]:
         i
         for i, (n, d) in enumerate(zip(nodes, nodes[1:], strict=False))
         if n.op == d.op == "conv2d"
+        and n.attrs.get("layout") == d.attrs.get("layout") == BLOCKED
         and n.attrs.get("groups", 1) == 1
         and d.attrs.get("groups", 1) > 1
         and readers[n.outputs[0]] == 1
@@ -83,15 +85,15 @@ def _fusable_pairs(graph: Graph) -> set[int]:
     }
 
 
-def _chain_runs(program: list, sole_reader: Sequence[bool] = ()) -> list:
+def _chain_runs(program: list, fusable: Sequence[bool] = ()) -> list:
     """Runs of two or more consecutive bound blocked convolutions (``.chain_layer``) run as
     one parallel region (``ops.run_chained``) at the first step of the run; the others become
     ``_noop`` entries (the run loop names their buffers only where an unbound step or the
     caller reads them, ``_plan``). Within a run, a 1x1 expansion whose output only the next
-    step (a depthwise conv) reads, ``sole_reader[k]``, is fused with it into one layer
-    (``ops.fuse_expand_depthwise``): the memory plan keeps the expansion's input live through
-    the depthwise step (``plan_memory``'s ``hold``), which the fused kernel writes while it
-    reads that input."""
+    step (a depthwise conv) reads, ``fusable[k]`` (``_fusable_pairs``), is fused with it into
+    one layer (``ops.fuse_expand_depthwise``): the memory plan keeps the expansion's input
+    live through the depthwise step (``plan_memory``'s ``hold``), which the fused kernel
+    writes while it reads that input."""
     from ..ops.conv_blocked import fuse_expand_depthwise, run_chained
 
     i = 0
@@ -103,7 +105,7 @@ def _chain_runs(program: list, sole_reader: Sequence[bool] = ()) -> list:
             layers, k = [], i
             while k < j:
                 layer = program[k].chain_layer
-                if k + 1 < j and k < len(sole_reader) and sole_reader[k]:
+                if k + 1 < j and k < len(fusable) and fusable[k]:
                     fused = fuse_expand_depthwise(layer, program[k + 1].chain_layer)
                     if fused is not None:
                         layers.append(fused)

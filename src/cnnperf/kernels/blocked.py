@@ -272,23 +272,22 @@ def pointwise_task(
         wg = ob * c_in * BLOCK
         for t in range(t0, t1):
             p = t * PW_PIXELS
-            # pixels past the end read the last pixel (computed, never stored)
-            o0 = p * BLOCK
-            o1 = min(p + 1, pixels - 1) * BLOCK
-            o2 = min(p + 2, pixels - 1) * BLOCK
-            o3 = min(p + 3, pixels - 1) * BLOCK
             m = min(PW_PIXELS, pixels - p)
-            acc = pointwise_tile(x, w, offs, wg, c_in, nb, plane, xb + o0, xb + o1, xb + o2,
-                                 xb + o3)  # fmt: skip
+            acc = pointwise_tile(x, w, offs, wg, c_in, nb, plane, xb, p, pixels)
             _store_3x4(out, res, has_res, bias, b, ob, nb, c_out_blocks, plane, p, m, acc,
                        lov, hiv)  # fmt: skip
 
 
 @njit(inline="always")
-def pointwise_tile(x, w, offs, wg, c_in, nb, plane, o0, o1, o2, o3):  # pragma: no cover
+def pointwise_tile(x, w, offs, wg, c_in, nb, plane, xb, p, count):  # pragma: no cover
     """The accumulators of one tile of a 1x1 conv of a blocked input (``_fma_3x4``'s order):
-    the pixels at offsets o0..o3 of x (channel block 0 of their image; blocks ``plane``
-    apart) times the ``nb`` output blocks of the packed weight from ``w[wg]``."""
+    pixels p..p+3 of the ``count`` from ``x[xb]`` (channel block 0; blocks ``plane`` apart)
+    times the ``nb`` output blocks of the packed weight from ``w[wg]``. Pixels past the last
+    read the last one (computed, never stored)."""
+    o0 = xb + p * BLOCK
+    o1 = xb + min(p + 1, count - 1) * BLOCK
+    o2 = xb + min(p + 2, count - 1) * BLOCK
+    o3 = xb + min(p + 3, count - 1) * BLOCK
     if nb < PW_BLOCKS:
         return _tail_tile(x, w, offs, wg, c_in * BLOCK, nb, o0, o1, o2, o3)
     acc = _zeros12()

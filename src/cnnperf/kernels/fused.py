@@ -155,14 +155,8 @@ def expand_depthwise_task(
     xb = b * (c_in // BLOCK) * plane + ra * wi * BLOCK
     wg = ob * c_in * BLOCK
     for q in range(0, count, PW_PIXELS):
-        # pixels past the band read its last pixel (computed, never stored)
-        o0 = q * BLOCK
-        o1 = min(q + 1, count - 1) * BLOCK
-        o2 = min(q + 2, count - 1) * BLOCK
-        o3 = min(q + 3, count - 1) * BLOCK
         m = min(PW_PIXELS, count - q)
-        acc = pointwise_tile(x, wp, offs, wg, c_in, nb, plane, xb + o0, xb + o1, xb + o2,
-                             xb + o3)  # fmt: skip
+        acc = pointwise_tile(x, wp, offs, wg, c_in, nb, plane, xb, q, count)
         a00, a01, a02, a03, a10, a11, a12, a13, a20, a21, a22, a23 = acc
         base = s0 + q * BLOCK
         _scratch_store(scratch, base, vload(biasp, ob * BLOCK), m, a00, a01, a02, a03, lov, hiv)

@@ -284,6 +284,8 @@ def fuse_expand_depthwise(first: ChainLayer, second: ChainLayer) -> ChainLayer |
     ``kernels.fused.expand_depthwise_blocked``: bit-identical to the two in turn, except that
     ``first``'s output buffer is not written. None when the pair is not of that kind. The
     caller makes sure nothing else reads ``first``'s output."""
+    import numba
+
     from ..kernels import chain
 
     if first.kernel != "pointwise_blocked" or second.kernel != "depthwise_blocked":
@@ -296,8 +298,6 @@ def fuse_expand_depthwise(first: ChainLayer, second: ChainLayer) -> ChainLayer |
     if has_res or not same or (n2, cb, h * wi) != (n, cbo, pixels):
         return None
     band_rows, slot_size = expand_depthwise_split(n, cb, h, wi, oh, kh, sh, dh, first.threads)
-    import numba
-
     scratch = np.empty(numba.config.NUMBA_NUM_THREADS * slot_size, np.float32)
     args = (x, wp, bp, offs, n, c_in, cb, h, wi, wd, bd, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow,
             band_rows, lo1, hi1, lo2, hi2, scratch, slot_size, out)  # fmt: skip
